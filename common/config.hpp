@@ -1,0 +1,42 @@
+// INI configuration files merged into Boost.Program_options, with errors that name the key
+// and the line.
+#pragma once
+
+#include <boost/program_options.hpp>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace chat {
+
+struct IniEntry {
+  std::string key;
+  std::string value;
+  int line = 0;
+};
+
+// Reads `key = value` lines; blank lines and lines starting with '#' or ';' are ignored, as
+// is a `[section]` header. Throws UsageError naming file and line on anything else, and if
+// the file cannot be read.
+std::vector<IniEntry> read_ini(const std::string& path);
+
+// Remembers where each option came from so later checks can name it the way the user wrote
+// it: "--workers" or "config chatd.conf line 4, key 'workers'".
+class OptionSources {
+ public:
+  void from_file(const std::string& path, const std::vector<IniEntry>& entries);
+  void from_command_line(const boost::program_options::parsed_options& parsed);
+  std::string describe(const std::string& key) const;
+
+ private:
+  std::map<std::string, std::string> where_;
+};
+
+// Stores `entries` into `vm` without overriding values already there (the command line wins).
+// Every key must be an option of `allowed`; an unknown key or a value that does not parse
+// throws UsageError naming the file, line and key.
+void store_ini(const std::string& path, const std::vector<IniEntry>& entries,
+               const boost::program_options::options_description& allowed,
+               boost::program_options::variables_map& vm);
+
+}  // namespace chat

@@ -1,0 +1,161 @@
+// The ipchat wire protocol: the messages client and server exchange, and their frame codec.
+//
+// A frame is an 8-byte header followed by a payload:
+//   u8 version | u8 type | u16 flags (LE) | u32 payload length (LE)
+// Payload fields, per message type, are str8 (u8 length + bytes), str16 (u16 LE length +
+// bytes), u64 (LE) and i64 (LE). Decoding checks every length against the bytes actually
+// present and never reads out of bounds; a frame that is not exactly one well-formed message
+// is rejected with a reason. Every message the encoder accepts fits in kMaxFrameBytes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace chat::protocol {
+
+inline constexpr std::uint8_t kVersion = 1;
+inline constexpr std::size_t kHeaderBytes = 8;
+
+enum class PartReason : std::uint8_t { kLeft = 0, kQuit = 1, kLost = 2, kEvicted = 3 };
+enum class DisconnectReason : std::uint8_t { kShutdown = 0, kServerGone = 1, kEvicted = 2 };
+
+std::string_view to_string(PartReason r);
+std::string_view to_string(DisconnectReason r);
+
+// ---- client -> server ----
+struct Hello {
+  std::string nick;
+  std::string room;
+};
+struct Say {  // a message (or /me action) to `room`, which the sender must be in
+  std::string room;
+  std::string text;
+  bool action = false;
+};
+struct Join {
+  std::string room;
+};
+struct Part {
+  std::string room;
+};
+struct PrivateSend {
+  std::string to;
+  std::string text;
+};
+struct NickChange {
+  std::string nick;
+};
+struct WhoRequest {
+  std::string room;
+};
+struct RoomsRequest {};
+struct Quit {
+  std::string reason;
+};
+// Answered with SyncAck once everything the client sent before it has been handled.
+struct Sync {
+  std::uint64_t token = 0;
+};
+
+// ---- server -> client ----
+struct Welcome {
+  std::string nick;
+  std::string room;
+};
+struct RoomMessage {
+  std::string room;
+  std::string from;
+  std::string text;
+  std::uint64_t seq = 0;
+  std::int64_t time_ms = 0;  // Unix epoch milliseconds
+  bool action = false;
+  bool history = false;
+};
+struct PrivateMessage {
+  std::string from;
+  std::string to;
+  std::string text;
+  std::int64_t time_ms = 0;
+};
+struct Joined {
+  std::string room;
+  std::string nick;
+  std::uint64_t seq = 0;
+  std::int64_t time_ms = 0;
+};
+struct Parted {
+  std::string room;
+  std::string nick;
+  std::uint64_t seq = 0;
+  std::int64_t time_ms = 0;
+  PartReason reason = PartReason::kLeft;
+};
+struct NickChanged {  // sent once per room the user is in (and once with empty room to them)
+  std::string old_nick;
+  std::string new_nick;
+  std::string room;
+  std::uint64_t seq = 0;
+  std::int64_t time_ms = 0;
+};
+struct WhoReply {  // long lists arrive in several frames; all but the last have `more`
+  std::string room;
+  std::vector<std::string> nicks;
+  bool more = false;
+};
+struct RoomInfo {
+  std::string name;
+  std::uint32_t members = 0;
+  bool operator==(const RoomInfo&) const = default;
+};
+struct RoomsReply {
+  std::vector<RoomInfo> rooms;
+  bool more = false;
+};
+struct Notice {
+  std::string text;
+};
+struct Error {
+  std::string code;  // e.g. "nick_in_use"; see DESIGN.md
+  std::string text;
+};
+struct Disconnected {
+  DisconnectReason reason = DisconnectReason::kShutdown;
+};
+struct SyncAck {
+  std::uint64_t token = 0;
+};
+
+using Message = std::variant<Hello, Say, Join, Part, PrivateSend, NickChange, WhoRequest,
+                             RoomsRequest, Quit, Sync, Welcome, RoomMessage, PrivateMessage,
+                             Joined, Parted, NickChanged, WhoReply, RoomsReply, Notice, Error,
+                             Disconnected, SyncAck>;
+
+// True for the messages a client may send to the server.
+bool is_client_message(const Message& m);
+
+using Frame = std::vector<std::byte>;
+
+// Encodes `m` as one frame. Strings longer than their field allows (names > 255, text >
+// 65535 bytes) are a programming error and throw std::length_error; callers validate first.
+// WhoReply/RoomsReply must be split by the caller with the helpers below.
+Frame encode(const Message& m);
+
+// How many of `nicks` (starting at `from`) fit in one WhoReply frame for `room`.
+std::size_t who_entries_that_fit(const std::string& room, const std::vector<std::string>& nicks,
+                                 std::size_t from);
+std::size_t rooms_entries_that_fit(const std::vector<RoomInfo>& rooms, std::size_t from);
+
+struct DecodeResult {
+  std::optional<Message> message;  // set on success
+  std::string error;               // why the frame was rejected, otherwise
+};
+
+// Decodes exactly one message from `frame`. Never reads outside `frame`.
+DecodeResult decode(std::span<const std::byte> frame);
+
+}  // namespace chat::protocol

@@ -1,0 +1,119 @@
+// ChatServer: sessions, nicks, rooms, history and commands. Plain code with no IPC: it reads
+// decoded client frames and writes encoded frames through a Link, so tests can drive it
+// directly.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/log.hpp"
+#include "common/protocol.hpp"
+#include "transport/transport.hpp"
+
+namespace chat::server {
+
+using transport::ClientId;
+using transport::SendResult;
+
+// Where ChatServer's frames go: in chatd, a transport::ServerEndpoint.
+class Link {
+ public:
+  virtual ~Link() = default;
+  // Non-blocking; kFull means "call ChatServer::writable(id) when there is room again".
+  virtual SendResult send(ClientId id, std::span<const std::byte> frame) = 0;
+  // Ends the connection; no frame is sent to `id` afterwards.
+  virtual void close(ClientId id) = 0;
+};
+
+struct ChatOptions {
+  std::size_t max_clients = 256;
+  std::size_t history = 100;
+  std::size_t client_queue_bytes = 1 << 20;  // evict a client whose backlog grows past this
+};
+
+struct ChatStats {
+  std::size_t clients = 0;
+  std::size_t rooms = 0;
+  std::uint64_t messages = 0;
+  std::uint64_t evictions = 0;
+  std::size_t queued_bytes = 0;  // sum of all client backlogs
+};
+
+// Thread-safe. Calls for one client must not overlap and must come in the order the
+// transport reported them (chatd keys its worker pool by client id for that).
+class ChatServer {
+ public:
+  ChatServer(Link& link, const Logger& logger, ChatOptions options);
+  ~ChatServer();
+
+  void connected(ClientId id, pid_t pid);
+  void received(ClientId id, std::span<const std::byte> frame);
+  void writable(ClientId id);
+  // The transport lost the client; its rooms see `part` with reason lost.
+  void disconnected(ClientId id, transport::ServerEvent::Gone how, const std::string& detail);
+
+  // Tells every client the server shuts down, sends what can be sent without waiting, and
+  // closes every connection.
+  void shutdown();
+
+  ChatStats stats() const;
+
+ private:
+  struct Outbox;
+  struct Session;
+  struct Room;
+  // What handling one event left to do once the state lock is released.
+  struct Effects {
+    std::vector<std::shared_ptr<Session>> touched;  // outboxes that got frames: flush them
+    std::vector<std::shared_ptr<Session>> over_limit;  // backlogs past client_queue_bytes
+  };
+
+  void handle(Session& s, protocol::Message&& m, Effects& fx);
+  void hello(Session& s, protocol::Hello&& m, Effects& fx);
+  void say(Session& s, protocol::Say&& m, Effects& fx);
+  void join(Session& s, const std::string& room, Effects& fx);
+  void part(Session& s, const std::string& room, protocol::PartReason reason, Effects& fx);
+  void leave_everything(Session& s, protocol::PartReason reason, Effects& fx);
+  void nick(Session& s, protocol::NickChange&& m, Effects& fx);
+  void private_message(Session& s, protocol::PrivateSend&& m, Effects& fx);
+  void who(Session& s, const std::string& room, Effects& fx);
+  void rooms(Session& s, Effects& fx);
+
+  void send(Session& s, const protocol::Message& m, Effects& fx);
+  void send_frame(Session& s, std::shared_ptr<const protocol::Frame> frame, Effects& fx);
+  void broadcast(Room& room, const protocol::Message& m, Effects& fx);
+  void error(Session& s, std::string code, std::string text, Effects& fx);
+  // Sends what is queued and closes the connection once the queue is empty.
+  void end_after_flush(Session& s, Effects& fx);
+  void evict(Session& s, Effects& fx);
+  void forget(Session& s);
+  void settle(Effects& fx);  // evicts over_limit (under the lock)
+  void flush(Effects& fx);   // without the lock
+  // Sends queued frames until the link is full; true if it closed the link.
+  bool flush_one(Session& s);
+
+  std::shared_ptr<Session> find_session(ClientId id) const;
+  Room* find_room(const std::string& name);
+
+  Link& link_;
+  const Logger& logger_;
+  const ChatOptions options_;
+  mutable std::mutex mutex_;  // guards everything below and every Session's non-outbox state
+  std::unordered_map<ClientId, std::shared_ptr<Session>> sessions_;
+  std::unordered_map<std::string, Session*> by_nick_;  // folded nick -> named session
+  std::map<std::string, std::unique_ptr<Room>> rooms_;  // folded room name -> room
+  std::uint64_t messages_ = 0;
+  std::uint64_t evictions_ = 0;
+  bool shut_down_ = false;
+};
+
+}  // namespace chat::server

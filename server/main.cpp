@@ -1,0 +1,158 @@
+// chatd: parses options and hands over to run_daemon / run_cleanup.
+#include <unistd.h>
+
+#include <boost/program_options.hpp>
+#include <iostream>
+#include <thread>
+
+#include "common/config.hpp"
+#include "common/error.hpp"
+#include "common/limits.hpp"
+#include "common/validate.hpp"
+#include "server/daemon.hpp"
+#include "transport/factory.hpp"
+
+namespace po = boost::program_options;
+using chat::UsageError;
+
+namespace {
+
+constexpr char kVersion[] = "chatd (ipchat) " IPCHAT_VERSION;
+
+struct Parsed {
+  chat::server::DaemonOptions daemon;
+  chat::LogLevel log_level = chat::LogLevel::kInfo;
+  bool cleanup = false;
+  bool help = false;
+  bool version = false;
+};
+
+po::options_description configurable() {
+  po::options_description d("Options (also as 'key = value' lines in --config)");
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  d.add_options()
+      ("transport", po::value<std::string>()->default_value("cond"),
+       ("IPC backend: " + chat::transport::backend_names()).c_str())
+      ("instance", po::value<std::string>()->default_value("default"),
+       "instance name; servers with different names run side by side")
+      ("workers", po::value<long long>()->default_value(cores),
+       "worker threads in the dispatch pool (default: number of cores)")
+      ("history", po::value<long long>()->default_value(100),
+       "room messages replayed to a member who joins")
+      ("max-clients", po::value<long long>()->default_value(256),
+       "clients at once; further hellos get a server_full error")
+      ("client-queue-bytes", po::value<long long>()->default_value(1 << 20),
+       "backlog the server keeps for one slow client before evicting it")
+      ("runtime-dir", po::value<std::string>()->default_value(""),
+       "base directory (default $XDG_RUNTIME_DIR/ipchat, else /tmp/ipchat-UID); the instance "
+       "lives in DIR/INSTANCE")
+      ("log-level", po::value<std::string>()->default_value("info"),
+       "debug, info, warn or error");
+  return d;
+}
+
+po::options_description command_line_only() {
+  po::options_description d("Command-line only");
+  d.add_options()
+      ("config", po::value<std::string>(), "INI file of the options above; the command line overrides it")
+      ("cleanup", "remove what a crashed server of this instance left behind, print it, and exit")
+      ("help,h", "show this help and exit")
+      ("version", "show the version and exit");
+  return d;
+}
+
+long long in_range(const po::variables_map& vm, const chat::OptionSources& src,
+                   const std::string& key, long long lo, long long hi) {
+  const long long v = vm[key].as<long long>();
+  if (v < lo || v > hi) {
+    throw UsageError(src.describe(key) + ": " + std::to_string(v) + " is out of range (" +
+                     std::to_string(lo) + ".." + std::to_string(hi) + ")");
+  }
+  return v;
+}
+
+Parsed parse(int argc, char** argv) {
+  const po::options_description conf = configurable();
+  po::options_description all;
+  all.add(conf).add(command_line_only());
+  po::variables_map vm;
+  chat::OptionSources src;
+  try {
+    const auto parsed = po::command_line_parser(argc, argv).options(all).run();
+    src.from_command_line(parsed);
+    po::store(parsed, vm);
+  } catch (const po::error& e) {
+    throw UsageError(e.what());
+  }
+  Parsed p;
+  p.help = vm.count("help") > 0;
+  p.version = vm.count("version") > 0;
+  if (p.help || p.version) return p;
+  if (vm.count("config")) {
+    const std::string path = vm["config"].as<std::string>();
+    const auto entries = chat::read_ini(path);
+    src.from_file(path, entries);
+    chat::store_ini(path, entries, conf, vm);
+  }
+  po::notify(vm);
+  auto& d = p.daemon;
+  d.transport = vm["transport"].as<std::string>();
+  if (chat::transport::find_backend(d.transport) == nullptr) {
+    throw UsageError(src.describe("transport") + ": unknown transport '" + d.transport +
+                     "' (choose one of " + chat::transport::backend_names() + ")");
+  }
+  d.instance = vm["instance"].as<std::string>();
+  if (!chat::is_valid_name(d.instance)) {
+    throw UsageError(src.describe("instance") + ": '" + d.instance +
+                     "' is not a valid name (1-32 of A-Z a-z 0-9 _ - .)");
+  }
+  d.runtime_dir = vm["runtime-dir"].as<std::string>();
+  d.workers = in_range(vm, src, "workers", 1, 256);
+  d.history = in_range(vm, src, "history", 0, 100000);
+  d.max_clients = in_range(vm, src, "max-clients", 1, 4096);
+  d.client_queue_bytes = in_range(vm, src, "client-queue-bytes", 64 << 10, 1LL << 32);
+  const std::string level = vm["log-level"].as<std::string>();
+  if (!chat::parse_log_level(level, p.log_level)) {
+    throw UsageError(src.describe("log-level") + ": '" + level +
+                     "' is not one of debug, info, warn, error");
+  }
+  p.cleanup = vm.count("cleanup") > 0;
+  return p;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Parsed p;
+  try {
+    p = parse(argc, argv);
+  } catch (const UsageError& e) {
+    std::cerr << "chatd: " << e.what() << "\nTry 'chatd --help'.\n";
+    return chat::server::kExitUsage;
+  }
+  if (p.help) {
+    std::cout << "Usage: chatd [OPTIONS]\n"
+                 "The ipchat server: serves one instance in the foreground, logging to stderr.\n"
+                 "Stop it with SIGINT or SIGTERM: it tells its clients, removes every IPC\n"
+                 "object and file it created, and exits 0.\n\n"
+              << configurable() << "\n" << command_line_only()
+              << "\nExit codes: 0 clean shutdown, 1 failure, 2 usage or configuration error,\n"
+                 "3 another live chatd owns the instance.\n";
+    return 0;
+  }
+  if (p.version) {
+    std::cout << kVersion << "\n";
+    return 0;
+  }
+  const chat::Logger logger("chatd", p.log_level);
+  try {
+    return p.cleanup ? chat::server::run_cleanup(p.daemon, logger)
+                     : chat::server::run_daemon(p.daemon, logger);
+  } catch (const UsageError& e) {
+    logger.error(e.what());
+    return chat::server::kExitFailure;
+  } catch (const std::exception& e) {
+    logger.error(e.what());
+    return chat::server::kExitFailure;
+  }
+}

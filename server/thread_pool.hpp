@@ -1,0 +1,41 @@
+// ThreadPool: worker threads fed through bounded queues.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "server/blocking_queue.hpp"
+
+namespace chat::server {
+
+// Each worker owns one bounded queue. A task is submitted with a key; tasks with equal keys go
+// to the same worker, so they run one at a time and in submission order (the server keys by
+// client, which keeps each sender's messages in the order it sent them).
+//
+// submit() is thread-safe and blocks while the chosen worker's queue is full (backpressure).
+class ThreadPool {
+ public:
+  ThreadPool(std::size_t workers, std::size_t queue_capacity);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  // Returns false if the pool is stopped (the task is dropped).
+  bool submit(std::uint64_t key, std::function<void()> task);
+
+  // Runs every task already submitted, then joins the workers. Idempotent.
+  void stop();
+
+  std::size_t size() const { return queues_.size(); }
+  // Tasks waiting, over all workers (for status reports).
+  std::size_t pending() const;
+
+ private:
+  std::vector<std::unique_ptr<BlockingQueue<std::function<void()>>>> queues_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace chat::server

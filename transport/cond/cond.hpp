@@ -1,0 +1,29 @@
+// `cond`: POSIX shared memory rings; a sleeper waits on a process-shared condition variable
+// (CLOCK_MONOTONIC) under a robust mutex.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "transport/shm/robust_mutex.hpp"
+#include "transport/shm/wake.hpp"
+#include "transport/transport.hpp"
+
+namespace chat::transport::cond {
+
+// What a WakeArea holds for this backend. Exposed for the crash tests, which take the lock
+// from a separate process and die holding it.
+struct CondWake {
+  shm::RobustMutex mutex;
+  shm::SharedCondvar cond;
+};
+inline CondWake& cond_wake(shm::WakeArea& area) {
+  return *reinterpret_cast<CondWake*>(area.impl);
+}
+
+std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options);
+std::unique_ptr<ClientConnection> connect(const ConnectOptions& options);
+std::vector<std::string> cleanup(const CleanupOptions& options);
+
+}  // namespace chat::transport::cond

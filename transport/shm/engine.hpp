@@ -1,0 +1,21 @@
+// The server endpoint and client connection shared by every shared-memory backend. A backend
+// is a Flavor: where its memory comes from and how a sleeper is woken.
+#pragma once
+
+#include <memory>
+
+#include "transport/shm/memory.hpp"
+#include "transport/shm/wake.hpp"
+#include "transport/transport.hpp"
+
+namespace chat::transport::shm {
+
+struct Flavor {
+  std::unique_ptr<MemorySource> memory;
+  std::unique_ptr<Waker> waker;
+};
+
+std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options, Flavor flavor);
+std::unique_ptr<ClientConnection> connect(const ConnectOptions& options, Flavor flavor);
+
+}  // namespace chat::transport::shm

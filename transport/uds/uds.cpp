@@ -1,0 +1,365 @@
+#include "transport/uds/uds.hpp"
+
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+
+#include "common/error.hpp"
+#include "common/log.hpp"
+#include "transport/pid_watch.hpp"
+
+namespace chat::transport::uds {
+namespace {
+
+constexpr char kSocketName[] = "uds.sock";
+// The kernel doubles this; the socket then holds well under kMaxTransportBufferBytes.
+constexpr int kSendBufferBytes = 64 << 10;
+constexpr std::size_t kFramesPerClientPerPoll = 64;
+constexpr std::uint64_t kListenKey = 0;
+constexpr std::uint64_t kWakeKey = 1;
+constexpr ClientId kFirstClientId = 2;
+
+sockaddr_un address_of(const std::filesystem::path& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string s = path.string();
+  if (s.size() >= sizeof addr.sun_path) {
+    throw std::runtime_error("socket path too long for AF_UNIX: " + s);
+  }
+  std::memcpy(addr.sun_path, s.c_str(), s.size() + 1);
+  return addr;
+}
+
+// Receives one packet; returns its size, 0 on orderly close, -1 with errno. A packet larger
+// than a frame is reported as -1/EMSGSIZE.
+ssize_t receive_packet(int fd, Frame& frame, int flags) {
+  frame.resize(kMaxFrameBytes);
+  iovec iov{frame.data(), frame.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  const ssize_t n = retry_eintr([&] { return ::recvmsg(fd, &msg, flags | MSG_CMSG_CLOEXEC); });
+  if (n > 0 && (msg.msg_flags & MSG_TRUNC)) {
+    errno = EMSGSIZE;
+    return -1;
+  }
+  if (n >= 0) frame.resize(static_cast<std::size_t>(n));
+  return n;
+}
+
+class Server final : public ServerEndpoint {
+ public:
+  explicit Server(const ListenOptions& o)
+      : logger_(o.logger),
+        path_(o.dir / kSocketName),
+        epoll_(::epoll_create1(EPOLL_CLOEXEC)),
+        wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+        max_clients_(o.max_clients) {
+    if (!epoll_) throw_system_error("epoll_create1", "uds server");
+    if (!wake_fd_) throw_system_error("eventfd", "uds server");
+    listen_fd_.reset(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!listen_fd_) throw_system_error("socket", path_.string());
+    const sockaddr_un addr = address_of(path_);
+    if (::bind(listen_fd_.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+      throw_system_error("bind", path_.string());
+    }
+    // bind() applied the umask; the directory is 0700 already, but make the socket 0600 too.
+    if (::chmod(path_.c_str(), 0600) != 0) throw_system_error("chmod", path_.string());
+    if (::listen(listen_fd_.get(), 128) != 0) throw_system_error("listen", path_.string());
+    add(listen_fd_.get(), kListenKey, EPOLLIN);
+    add(wake_fd_.get(), kWakeKey, EPOLLIN);
+  }
+
+  ~Server() override { ::unlink(path_.c_str()); }
+
+  void poll(std::vector<ServerEvent>& events, Deadline deadline) override {
+    {
+      std::lock_guard lock(mutex_);
+      closing_.clear();
+    }
+    epoll_event ready[64];
+    const int n = retry_eintr([&] { return ::epoll_wait(epoll_.get(), ready, 64, poll_timeout_ms(deadline)); });
+    if (n < 0) throw_system_error("epoll_wait", path_.string());
+    for (int i = 0; i < n; ++i) {
+      const std::uint64_t key = ready[i].data.u64;
+      if (key == kListenKey) {
+        accept_all(events);
+      } else if (key == kWakeKey) {
+        std::uint64_t count;
+        [[maybe_unused]] ssize_t r = ::read(wake_fd_.get(), &count, sizeof count);
+      } else {
+        serve(key, ready[i].events, events);
+      }
+    }
+  }
+
+  SendResult send(ClientId id, std::span<const std::byte> frame) override {
+    int fd;
+    {
+      std::lock_guard lock(mutex_);
+      const auto it = clients_.find(id);
+      if (it == clients_.end()) return SendResult::kGone;
+      fd = it->second.fd.get();
+    }
+    const ssize_t n = retry_eintr(
+        [&] { return ::send(fd, frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL); });
+    if (n == static_cast<ssize_t>(frame.size())) return SendResult::kSent;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
+      std::lock_guard lock(mutex_);
+      const auto it = clients_.find(id);
+      if (it == clients_.end()) return SendResult::kGone;
+      it->second.want_writable = true;
+      modify(fd, id, EPOLLIN | EPOLLOUT);
+      return SendResult::kFull;
+    }
+    return SendResult::kGone;
+  }
+
+  void close(ClientId id) override {
+    std::lock_guard lock(mutex_);
+    const auto it = clients_.find(id);
+    if (it == clients_.end()) return;
+    // The client reads what is queued, then end-of-file. The descriptor itself is closed by
+    // the I/O thread, so that it cannot be reused while poll() may still be reading from it.
+    ::shutdown(it->second.fd.get(), SHUT_RDWR);
+    closing_.push_back(std::move(it->second));
+    clients_.erase(it);
+    wake();
+  }
+
+  void wake() override {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t r = ::write(wake_fd_.get(), &one, sizeof one);
+  }
+
+  nlohmann::json objects() const override { return {{"socket", path_.string()}}; }
+
+ private:
+  struct Conn {
+    UniqueFd fd;
+    UniqueFd pidfd;
+    pid_t pid = 0;
+    bool want_writable = false;
+    bool gone_reported = false;
+  };
+
+  void add(int fd, std::uint64_t key, std::uint32_t events) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.u64 = key;
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+      throw_system_error("epoll_ctl(ADD)", path_.string());
+    }
+  }
+
+  void modify(int fd, std::uint64_t key, std::uint32_t events) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.u64 = key;
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev);
+  }
+
+  void accept_all(std::vector<ServerEvent>& events) {
+    for (;;) {
+      UniqueFd fd(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+      if (!fd) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK && logger_) {
+          logger_->warn(std::string("accept on ") + path_.string() + ": " + std::strerror(errno));
+        }
+        return;
+      }
+      ucred cred{};
+      socklen_t len = sizeof cred;
+      if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+          cred.uid != ::geteuid()) {
+        if (logger_) logger_->warn("uds: refused a connection from another user");
+        continue;
+      }
+      const int sndbuf = kSendBufferBytes;
+      ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+      Conn conn;
+      conn.pid = cred.pid;
+      conn.pidfd = open_pidfd(cred.pid);
+      const ClientId id = next_id_++;
+      add(fd.get(), id, EPOLLIN);
+      conn.fd = std::move(fd);
+      {
+        std::lock_guard lock(mutex_);
+        clients_.emplace(id, std::move(conn));
+      }
+      ServerEvent ev;
+      ev.kind = ServerEvent::Kind::kConnected;
+      ev.client = id;
+      ev.pid = cred.pid;
+      events.push_back(std::move(ev));
+    }
+  }
+
+  void serve(ClientId id, std::uint32_t ready, std::vector<ServerEvent>& events) {
+    int fd;
+    {
+      std::lock_guard lock(mutex_);
+      const auto it = clients_.find(id);
+      if (it == clients_.end() || it->second.gone_reported) return;
+      fd = it->second.fd.get();
+      if ((ready & EPOLLOUT) && it->second.want_writable) {
+        it->second.want_writable = false;
+        modify(fd, id, EPOLLIN);
+        ServerEvent ev;
+        ev.kind = ServerEvent::Kind::kWritable;
+        ev.client = id;
+        events.push_back(std::move(ev));
+      }
+    }
+    if (!(ready & (EPOLLIN | EPOLLHUP | EPOLLERR))) return;
+    for (std::size_t k = 0; k < kFramesPerClientPerPoll; ++k) {
+      ServerEvent ev;
+      const ssize_t n = receive_packet(fd, ev.frame, MSG_DONTWAIT);
+      if (n > 0) {
+        ev.kind = ServerEvent::Kind::kFrame;
+        ev.client = id;
+        events.push_back(std::move(ev));
+        continue;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      if (n < 0 && errno == EMSGSIZE) {
+        return gone(id, ServerEvent::Gone::kMalformed, "packet larger than a frame", events);
+      }
+      return gone(id, ServerEvent::Gone::kClosed, "", events);
+    }
+  }
+
+  void gone(ClientId id, ServerEvent::Gone how, std::string detail,
+            std::vector<ServerEvent>& events) {
+    std::lock_guard lock(mutex_);
+    const auto it = clients_.find(id);
+    if (it == clients_.end()) return;
+    it->second.gone_reported = true;
+    // Stop reporting a closed socket as readable while the owner has not closed it yet.
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second.fd.get(), nullptr);
+    if (how == ServerEvent::Gone::kClosed && it->second.pidfd) {
+      // The socket closes both when the client hangs up and when it dies; tell them apart.
+      for (int i = 0; i < 20 && !pidfd_exited(it->second.pidfd.get()); ++i) ::usleep(500);
+      if (pidfd_exited(it->second.pidfd.get())) how = ServerEvent::Gone::kDied;
+    }
+    ServerEvent ev;
+    ev.kind = ServerEvent::Kind::kDisconnected;
+    ev.client = id;
+    ev.gone = how;
+    ev.detail = std::move(detail);
+    events.push_back(std::move(ev));
+  }
+
+  const Logger* logger_;
+  std::filesystem::path path_;
+  UniqueFd epoll_;
+  UniqueFd wake_fd_;
+  UniqueFd listen_fd_;
+  std::size_t max_clients_;
+  std::mutex mutex_;  // guards clients_ and closing_
+  std::unordered_map<ClientId, Conn> clients_;
+  std::vector<Conn> closing_;
+  ClientId next_id_ = kFirstClientId;
+};
+
+class Client final : public ClientConnection {
+ public:
+  explicit Client(const ConnectOptions& o)
+      : fd_(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)),
+        wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+        server_pidfd_(open_pidfd(o.server_pid)) {
+    if (!fd_) throw_system_error("socket", "uds client");
+    if (!wake_fd_) throw_system_error("eventfd", "uds client");
+    if (!server_pidfd_) throw ConnectError(ConnectError::Kind::kNoServer, "the server process has exited");
+    const auto path = o.dir / kSocketName;
+    const sockaddr_un addr = address_of(path);
+    if (retry_eintr([&] { return ::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr); }) != 0) {
+      const int err = errno;
+      throw ConnectError(err == ENOENT || err == ECONNREFUSED ? ConnectError::Kind::kNoServer
+                                                             : ConnectError::Kind::kOther,
+                         "connect " + path.string() + ": " + std::strerror(err));
+    }
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(fd_.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+        cred.uid != ::geteuid() || cred.pid != o.server_pid) {
+      throw ConnectError(ConnectError::Kind::kOther,
+                         path.string() + " is not served by the chatd in instance.json");
+    }
+  }
+
+  SendResult send(std::span<const std::byte> frame, Deadline deadline) override {
+    for (;;) {
+      const ssize_t n = retry_eintr(
+          [&] { return ::send(fd_.get(), frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL); });
+      if (n == static_cast<ssize_t>(frame.size())) return SendResult::kSent;
+      if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS)) {
+        return SendResult::kGone;
+      }
+      pollfd p[2] = {{fd_.get(), POLLOUT, 0}, {server_pidfd_.get(), POLLIN, 0}};
+      const int r = retry_eintr([&] { return ::poll(p, 2, poll_timeout_ms(deadline)); });
+      if (r == 0) return SendResult::kFull;
+      if (p[1].revents) return SendResult::kGone;
+    }
+  }
+
+  ReceiveResult receive(Frame& frame, Deadline deadline) override {
+    for (;;) {
+      const ssize_t n = receive_packet(fd_.get(), frame, MSG_DONTWAIT);
+      if (n > 0) return ReceiveResult::kFrame;
+      if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return ReceiveResult::kClosed;
+      pollfd p[3] = {{fd_.get(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}, {server_pidfd_.get(), POLLIN, 0}};
+      const int r = retry_eintr([&] { return ::poll(p, 3, poll_timeout_ms(deadline)); });
+      if (r == 0) return ReceiveResult::kTimeout;
+      if (p[1].revents) {
+        std::uint64_t count;
+        [[maybe_unused]] ssize_t x = ::read(wake_fd_.get(), &count, sizeof count);
+        return ReceiveResult::kTimeout;
+      }
+      if (p[2].revents && !(p[0].revents & POLLIN)) {
+        server_dead_ = true;
+        return ReceiveResult::kClosed;
+      }
+    }
+  }
+
+  bool server_alive() override { return !server_dead_ && !pidfd_exited(server_pidfd_.get()); }
+
+  void wake() override {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t r = ::write(wake_fd_.get(), &one, sizeof one);
+  }
+
+ private:
+  UniqueFd fd_;
+  UniqueFd wake_fd_;
+  UniqueFd server_pidfd_;
+  std::atomic<bool> server_dead_{false};
+};
+
+}  // namespace
+
+std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options) {
+  return std::make_unique<Server>(options);
+}
+
+std::unique_ptr<ClientConnection> connect(const ConnectOptions& options) {
+  return std::make_unique<Client>(options);
+}
+
+std::vector<std::string> cleanup(const CleanupOptions& options) {
+  // The socket lives in the runtime dir, which the caller empties; nothing else to remove.
+  (void)options;
+  return {};
+}
+
+}  // namespace chat::transport::uds
