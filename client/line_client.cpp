@@ -1,0 +1,305 @@
+#include "client/line_client.hpp"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "client/commands.hpp"
+#include "common/error.hpp"
+#include "common/unique_fd.hpp"
+
+namespace chat::client {
+namespace proto = protocol;
+namespace {
+
+constexpr std::uint64_t kFinalSync = 1;
+constexpr auto kGoodbyeTimeout = std::chrono::seconds(3);
+// A "line" longer than this without a newline is refused rather than buffered forever.
+constexpr std::size_t kMaxLineBytes = 64 << 10;
+
+// Writes whole lines to stdout and stderr from several threads.
+class Printer {
+ public:
+  explicit Printer(const LineOptions& o) : o_(o) {}
+
+  void event(const proto::Message& m) {
+    std::string line = o_.jsonl ? to_jsonl(m, o_.render) : to_text(m, o_.render);
+    if (line.empty()) return;
+    line += '\n';
+    std::lock_guard lock(mutex_);
+    write_all(1, line);
+    if (const auto* e = std::get_if<proto::Error>(&m); e != nullptr && o_.jsonl) {
+      write_all(2, "chat: " + to_text(m, RenderContext{}) + "\n");
+    }
+  }
+
+  void error(const std::string& code, const std::string& text) {
+    const proto::Message m = proto::Error{code, text};
+    if (o_.jsonl) {
+      event(m);
+    } else {
+      std::lock_guard lock(mutex_);
+      write_all(2, "chat: " + to_text(m, RenderContext{}) + "\n");
+    }
+  }
+
+  void text(const std::string& s) {
+    if (o_.jsonl) return event(proto::Notice{s});
+    std::lock_guard lock(mutex_);
+    write_all(1, s);
+  }
+
+ private:
+  static void write_all(int fd, std::string_view s) {
+    while (!s.empty()) {
+      const ssize_t n = ::write(fd, s.data(), s.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return;  // stdout went away; nothing useful left to do with output
+      s.remove_prefix(static_cast<std::size_t>(n));
+    }
+  }
+  const LineOptions& o_;
+  std::mutex mutex_;
+};
+
+// State shared by the input (main) thread and the receiving thread.
+struct Shared {
+  std::atomic<bool> closed{false};
+  std::atomic<bool> shutdown_notice{false};
+  std::atomic<bool> synced{false};
+  std::atomic<bool> stop{false};
+  UniqueFd event{::eventfd(0, EFD_CLOEXEC)};
+
+  void signal() {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(event.get(), &one, sizeof one);
+  }
+};
+
+void receive_loop(ChatSession& session, Printer& out, Shared& shared) {
+  proto::WhoReply who;
+  proto::RoomsReply rooms;
+  proto::Message m;
+  while (!shared.stop.load()) {
+    const auto r = session.receive(m, kNoDeadline);
+    if (r == ChatSession::Result::kTimeout) continue;
+    if (r == ChatSession::Result::kClosed) {
+      shared.closed.store(true);
+      shared.signal();
+      return;
+    }
+    if (auto* ack = std::get_if<proto::SyncAck>(&m)) {
+      if (ack->token == kFinalSync) {
+        shared.synced.store(true);
+        shared.signal();
+      }
+      continue;
+    }
+    if (std::holds_alternative<proto::Disconnected>(m)) shared.shutdown_notice.store(true);
+    // Long lists arrive in chunks; show each as one event.
+    if (auto* w = std::get_if<proto::WhoReply>(&m)) {
+      if (who.nicks.empty()) who.room = w->room;
+      who.nicks.insert(who.nicks.end(), w->nicks.begin(), w->nicks.end());
+      if (w->more) continue;
+      out.event(who);
+      who = {};
+      continue;
+    }
+    if (auto* rr = std::get_if<proto::RoomsReply>(&m)) {
+      rooms.rooms.insert(rooms.rooms.end(), rr->rooms.begin(), rr->rooms.end());
+      if (rr->more) continue;
+      out.event(rooms);
+      rooms = {};
+      continue;
+    }
+    out.event(m);
+  }
+}
+
+class InputHandler {
+ public:
+  InputHandler(ChatSession& session, Printer& out)
+      : session_(session), out_(out), current_(session.welcome().room) {
+    rooms_.insert(current_);
+  }
+
+  // Returns false once the user asked to quit.
+  bool line(std::string_view text) {
+    const Command c = parse_command(text);
+    switch (c.kind) {
+      case Command::Kind::kNone:
+        return true;
+      case Command::Kind::kInvalid:
+        out_.error(c.error_code, c.error_text);
+        return true;
+      case Command::Kind::kSay:
+      case Command::Kind::kAction:
+        if (current_.empty()) {
+          out_.error("bad_room", "you are in no room; /join one first");
+          return true;
+        }
+        return send(proto::Say{current_, c.text, c.kind == Command::Kind::kAction});
+      case Command::Kind::kJoin:
+        current_ = c.arg;
+        rooms_.insert(c.arg);
+        return send(proto::Join{c.arg});
+      case Command::Kind::kPart: {
+        const std::string room = c.arg.empty() ? current_ : c.arg;
+        if (room.empty()) {
+          out_.error("bad_room", "you are in no room");
+          return true;
+        }
+        rooms_.erase(room);
+        if (room == current_) current_ = rooms_.empty() ? "" : *rooms_.begin();
+        return send(proto::Part{room});
+      }
+      case Command::Kind::kMsg:
+        return send(proto::PrivateSend{c.arg, c.text});
+      case Command::Kind::kNick:
+        return send(proto::NickChange{c.arg});
+      case Command::Kind::kWho: {
+        const std::string room = c.arg.empty() ? current_ : c.arg;
+        if (room.empty()) {
+          out_.error("bad_room", "you are in no room; say /who ROOM");
+          return true;
+        }
+        return send(proto::WhoRequest{room});
+      }
+      case Command::Kind::kRooms:
+        return send(proto::RoomsRequest{});
+      case Command::Kind::kHelp:
+        out_.text(std::string(help_text()));
+        return true;
+      case Command::Kind::kQuit:
+        send(proto::Quit{c.arg});
+        return false;
+    }
+    return true;
+  }
+
+  bool lost() const { return lost_; }
+
+ private:
+  bool send(const proto::Message& m) {
+    if (!session_.send(m)) lost_ = true;
+    return !lost_;
+  }
+  ChatSession& session_;
+  Printer& out_;
+  std::string current_;
+  std::set<std::string> rooms_;
+  bool lost_ = false;
+};
+
+int connection_lost(ChatSession& session, Printer& out, const Shared& shared) {
+  proto::DisconnectReason reason;
+  std::string why;
+  if (shared.shutdown_notice.load()) {
+    reason = proto::DisconnectReason::kShutdown;
+    why = "the server shut down";
+  } else if (!session.server_alive()) {
+    reason = proto::DisconnectReason::kServerGone;
+    why = "the server died";
+    out.event(proto::Disconnected{reason});
+  } else {
+    reason = proto::DisconnectReason::kEvicted;
+    why = "the server dropped this client (too slow, or it broke the protocol)";
+    out.event(proto::Disconnected{reason});
+  }
+  std::fprintf(stderr, "chat: connection lost: %s (instance %s)\n", why.c_str(),
+               session.instance().c_str());
+  return kExitConnectionLost;
+}
+
+}  // namespace
+
+int run_line_client(ChatSession& session, const LineOptions& options) {
+  Printer out(options);
+  Shared shared;
+  if (!shared.event) throw_system_error("eventfd", "chat");
+  out.event(session.welcome());
+  std::thread receiver([&] { receive_loop(session, out, shared); });
+  const auto finish = [&](int code) {
+    shared.stop.store(true);
+    session.wake();
+    receiver.join();
+    return code;
+  };
+
+  InputHandler input(session, out);
+  std::string pending;
+  bool reading = true;     // stdin still open and no /quit yet
+  bool quitting = false;   // Quit sent: wait for the server to close
+  bool discarding = false;  // inside an overlong line: drop input up to its newline
+  Deadline goodbye_deadline = kNoDeadline;
+  char buf[64 << 10];
+  for (;;) {
+    if (shared.closed.load()) {
+      if (quitting) return finish(kExitOk);
+      return finish(connection_lost(session, out, shared));
+    }
+    if (input.lost()) {
+      pollfd p{shared.event.get(), POLLIN, 0};
+      retry_eintr([&] { return ::poll(&p, 1, 1000); });
+      if (!shared.closed.load()) return finish(connection_lost(session, out, shared));
+      continue;
+    }
+    if (!reading && !quitting && shared.synced.load()) {
+      input.line("/quit");
+      quitting = true;
+      goodbye_deadline = deadline_after(kGoodbyeTimeout);
+    }
+    if (quitting && Clock::now() >= goodbye_deadline) return finish(kExitOk);
+    pollfd fds[2] = {{shared.event.get(), POLLIN, 0}, {reading ? 0 : -1, POLLIN, 0}};
+    const int n = retry_eintr([&] { return ::poll(fds, 2, quitting ? poll_timeout_ms(goodbye_deadline) : -1); });
+    if (n < 0) throw_system_error("poll", "chat");
+    if (fds[0].revents & POLLIN) {
+      std::uint64_t count;
+      [[maybe_unused]] ssize_t r = ::read(shared.event.get(), &count, sizeof count);
+    }
+    if (reading && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+      const ssize_t got = retry_eintr([&] { return ::read(0, buf, sizeof buf); });
+      if (got > 0) {
+        pending.append(buf, static_cast<std::size_t>(got));
+        std::size_t start = 0;
+        for (std::size_t nl; reading && (nl = pending.find('\n', start)) != std::string::npos;
+             start = nl + 1) {
+          if (discarding) {  // the tail of an overlong line
+            discarding = false;
+            continue;
+          }
+          if (!input.line(std::string_view(pending).substr(start, nl - start))) {
+            reading = false;
+            quitting = !input.lost();
+            goodbye_deadline = deadline_after(kGoodbyeTimeout);
+          }
+        }
+        pending.erase(0, start);
+        if (pending.size() > kMaxLineBytes) {
+          if (!discarding) out.error("too_long", "input line longer than 64 KiB; dropped");
+          discarding = true;
+          pending.clear();
+        }
+      } else {
+        // End of input (or an unreadable stdin): deliver the last partial line, then make
+        // sure the server has handled everything before saying goodbye.
+        reading = false;
+        if (!pending.empty() && !discarding && !input.line(pending)) {
+          quitting = !input.lost();
+          goodbye_deadline = deadline_after(kGoodbyeTimeout);
+        } else if (!input.lost()) {
+          session.send(proto::Sync{kFinalSync});
+        }
+        pending.clear();
+      }
+    }
+  }
+}
+
+}  // namespace chat::client
