@@ -38,6 +38,14 @@ enum class SendResult {
   kGone,  // the peer is gone or the connection closed; nothing was queued
 };
 
+// Every send() of every backend starts with this: a frame is 1..kMaxFrameBytes bytes.
+inline void check_frame_size(std::size_t bytes) {
+  if (bytes == 0 || bytes > kMaxFrameBytes) {
+    throw std::length_error("transport: frame of " + std::to_string(bytes) +
+                            " bytes is outside 1.." + std::to_string(kMaxFrameBytes));
+  }
+}
+
 // What a ServerEndpoint reports from poll().
 struct ServerEvent {
   enum class Kind {
@@ -72,7 +80,8 @@ class ServerEndpoint {
   // released with close(), also after a kDisconnected event for it.
   virtual void poll(std::vector<ServerEvent>& events, Deadline deadline) = 0;
 
-  // Queues one frame for `client` without blocking. kFull means the client's transport buffers
+  // Queues one frame for `client` without blocking (std::length_error if the frame is empty
+  // or larger than kMaxFrameBytes). kFull means the client's transport buffers
   // (at most kMaxTransportBufferBytes) are full: keep the frame, and retry after kWritable.
   virtual SendResult send(ClientId client, std::span<const std::byte> frame) = 0;
 
@@ -101,7 +110,8 @@ class ClientConnection {
   virtual ~ClientConnection() = default;
 
   // Sends one frame, waiting while the link is full until `deadline` (then kFull). kGone if
-  // the server closed the connection or died.
+  // the server closed the connection or died. std::length_error if the frame is empty or
+  // larger than kMaxFrameBytes.
   virtual SendResult send(std::span<const std::byte> frame, Deadline deadline) = 0;
 
   // Waits until the next frame arrives or `deadline`. Frames sent before the server closed the

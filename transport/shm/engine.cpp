@@ -85,6 +85,7 @@ class Server final : public ServerEndpoint {
   }
 
   SendResult send(ClientId id, std::span<const std::byte> frame) override {
+    check_frame_size(frame.size());
     Slot* s = active_slot(id);
     if (s == nullptr || s->corrupt_down.load()) return SendResult::kGone;
     for (int attempt = 0; attempt < 2; ++attempt) {
@@ -398,6 +399,7 @@ class Client final : public ClientConnection {
   }
 
   SendResult send(std::span<const std::byte> frame, Deadline deadline) override {
+    check_frame_size(frame.size());
     for (;;) {
       if (gone()) return SendResult::kGone;
       switch (up_.write(frame)) {

@@ -102,6 +102,7 @@ class Server final : public ServerEndpoint {
   }
 
   SendResult send(ClientId id, std::span<const std::byte> frame) override {
+    check_frame_size(frame.size());
     int fd;
     {
       std::lock_guard lock(mutex_);
@@ -298,6 +299,7 @@ class Client final : public ClientConnection {
   }
 
   SendResult send(std::span<const std::byte> frame, Deadline deadline) override {
+    check_frame_size(frame.size());
     for (;;) {
       const ssize_t n = retry_eintr(
           [&] { return ::send(fd_.get(), frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL); });
@@ -316,7 +318,13 @@ class Client final : public ClientConnection {
     for (;;) {
       const ssize_t n = receive_packet(fd_.get(), frame, MSG_DONTWAIT);
       if (n > 0) return ReceiveResult::kFrame;
-      if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return ReceiveResult::kClosed;
+      if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+        // A dying server's sockets close a moment before its pidfd reports the exit; wait
+        // that moment so server_alive() tells a closed connection from a dead server.
+        pollfd p{server_pidfd_.get(), POLLIN, 0};
+        if (retry_eintr([&] { return ::poll(&p, 1, 200); }) > 0) server_dead_ = true;
+        return ReceiveResult::kClosed;
+      }
       pollfd p[3] = {{fd_.get(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}, {server_pidfd_.get(), POLLIN, 0}};
       const int r = retry_eintr([&] { return ::poll(p, 3, poll_timeout_ms(deadline)); });
       if (r == 0) return ReceiveResult::kTimeout;

@@ -1,0 +1,256 @@
+#include "tests/support/support.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+
+#include "common/instance.hpp"
+#include "transport/names.hpp"
+
+extern char** environ;
+
+namespace chat::test {
+namespace fs = std::filesystem;
+
+fs::path binary(const std::string& name) {
+  static const std::map<std::string, fs::path> kPaths = {
+      {"chatd", IPCHAT_CHATD}, {"chat", IPCHAT_CHAT}, {"transport_peer", IPCHAT_TRANSPORT_PEER}};
+  return kPaths.at(name);
+}
+
+TempRuntime::TempRuntime() {
+  char tmpl[] = "/tmp/ipchat-test.XXXXXX";
+  if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
+  base_ = tmpl;
+  std::random_device rd;
+  instance_ = "t" + std::to_string(::getpid()) + "-" + std::to_string(rd() % 100000);
+}
+
+TempRuntime::~TempRuntime() {
+  std::error_code ec;
+  fs::remove_all(base_, ec);
+}
+
+std::vector<std::string> TempRuntime::args() const {
+  return {"--runtime-dir=" + base_.string(), "--instance=" + instance_};
+}
+
+Process::Process(std::vector<std::string> argv, std::map<std::string, std::string> env) {
+  int in[2], out[2], err[2];
+  if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+    throw std::runtime_error("pipe2 failed");
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  // The child starts with no blocked signals and default dispositions, whatever the test
+  // process has blocked for its own transports.
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  std::vector<std::string> envs;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string kv = *e;
+    if (!env.contains(kv.substr(0, kv.find('=')))) envs.push_back(kv);
+  }
+  for (const auto& [k, v] : env) envs.push_back(k + "=" + v);
+  std::vector<char*> cargv, cenv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  for (auto& e : envs) cenv.push_back(e.data());
+  cenv.push_back(nullptr);
+  const int rc = ::posix_spawn(&pid_, cargv[0], &fa, &attr, cargv.data(), cenv.data());
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  ::close(in[0]);
+  ::close(out[1]);
+  ::close(err[1]);
+  if (rc != 0) {
+    ::close(in[1]);
+    ::close(out[0]);
+    ::close(err[0]);
+    throw std::runtime_error("posix_spawn " + argv[0] + ": " + std::strerror(rc));
+  }
+  stdin_fd_ = in[1];
+  out_thread_ = std::thread([this, fd = out[0]] { collect(fd, out_); });
+  err_thread_ = std::thread([this, fd = err[0]] { collect(fd, err_); });
+}
+
+Process::~Process() {
+  if (running()) {
+    kill(SIGKILL);
+    wait(10s);
+  }
+  close_stdin();
+  if (out_thread_.joinable()) out_thread_.join();
+  if (err_thread_.joinable()) err_thread_.join();
+}
+
+void Process::collect(int fd, std::string& into) {
+  char buf[8192];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    std::lock_guard lock(mutex_);
+    into.append(buf, static_cast<std::size_t>(n));
+    changed_.notify_all();
+  }
+  ::close(fd);
+}
+
+void Process::write(const std::string& data) {
+  std::string_view rest = data;
+  while (!rest.empty()) {
+    const ssize_t n = ::write(stdin_fd_, rest.data(), rest.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw std::runtime_error("write to child stdin failed");
+    rest.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+void Process::close_stdin() {
+  if (stdin_fd_ >= 0) ::close(stdin_fd_);
+  stdin_fd_ = -1;
+}
+
+void Process::kill(int signo) {
+  if (!status_) ::kill(pid_, signo);
+}
+
+std::optional<int> Process::wait(std::chrono::milliseconds timeout) {
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  while (!status_) {
+    int st = 0;
+    const pid_t r = ::waitpid(pid_, &st, WNOHANG);
+    if (r == pid_) {
+      status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      break;
+    }
+    if (std::chrono::steady_clock::now() >= end) return std::nullopt;
+    ::usleep(2000);
+  }
+  return status_;
+}
+
+bool Process::running() { return !wait(0ms).has_value(); }
+
+std::string Process::out() const {
+  std::lock_guard lock(mutex_);
+  return out_;
+}
+
+std::string Process::err() const {
+  std::lock_guard lock(mutex_);
+  return err_;
+}
+
+std::vector<std::string> Process::out_lines() const { return lines_of(out()); }
+
+bool Process::wait_out(const std::function<bool(const std::string&)>& pred,
+                       std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  return changed_.wait_for(lock, timeout, [&] { return pred(out_); });
+}
+
+bool Process::wait_out_contains(const std::string& needle, std::chrono::milliseconds timeout) {
+  return wait_out([&](const std::string& s) { return s.find(needle) != std::string::npos; },
+                  timeout);
+}
+
+bool Process::wait_err_contains(const std::string& needle, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  return changed_.wait_for(lock, timeout, [&] { return err_.find(needle) != std::string::npos; });
+}
+
+std::unique_ptr<Process> start_chatd(const TempRuntime& rt, const std::string& transport,
+                                     std::vector<std::string> extra) {
+  std::vector<std::string> argv = {binary("chatd").string(), "--transport=" + transport};
+  for (auto& a : rt.args()) argv.push_back(a);
+  for (auto& a : extra) argv.push_back(a);
+  auto p = std::make_unique<Process>(argv);
+  const auto end = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < end) {
+    try {
+      if (find_live_instance(rt.base(), rt.instance())) return p;
+    } catch (const std::exception&) {
+      // not there yet
+    }
+    if (!p->running()) break;
+    std::this_thread::sleep_for(5ms);
+  }
+  throw std::runtime_error("chatd did not start: " + p->err());
+}
+
+namespace {
+
+// Rows of /proc/sysvipc/FILE as whitespace-split fields, header skipped.
+std::vector<std::vector<std::string>> sysv_rows(const std::string& file) {
+  std::ifstream in("/proc/sysvipc/" + file);
+  std::vector<std::vector<std::string>> rows;
+  std::string line;
+  std::getline(in, line);
+  while (std::getline(in, line)) {
+    std::istringstream ss(line);
+    std::vector<std::string> fields;
+    for (std::string f; ss >> f;) fields.push_back(f);
+    rows.push_back(std::move(fields));
+  }
+  return rows;
+}
+
+}  // namespace
+
+std::vector<std::string> leftovers(const TempRuntime& rt, const std::vector<pid_t>& pids) {
+  std::vector<std::string> found;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/dev/shm", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.find(transport::instance_tag(rt.dir())) != std::string::npos) {
+      found.push_back("/dev/shm/" + name);
+    }
+  }
+  const auto ours = [&](const std::string& pid) {
+    for (pid_t p : pids) {
+      if (pid == std::to_string(p)) return true;
+    }
+    return false;
+  };
+  // shm: key shmid perms size cpid lpid ...; msg: key msqid perms cbytes qnum lspid lrpid ...
+  for (const auto& row : sysv_rows("shm")) {
+    if (row.size() > 5 && (ours(row[4]) || ours(row[5]))) found.push_back("SysV shm id " + row[1]);
+  }
+  for (const auto& row : sysv_rows("msg")) {
+    if (row.size() > 6 && (ours(row[5]) || ours(row[6]))) found.push_back("SysV msg id " + row[1]);
+  }
+  for (const auto& e : fs::recursive_directory_iterator(rt.base(), ec)) {
+    found.push_back(e.path().string());
+  }
+  return found;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+}  // namespace chat::test

@@ -1,0 +1,131 @@
+// transport_peer: the other end of a transport in its own process, for tests that need a
+// peer to die, hold a lock, or serve.
+//
+//   transport_peer client BACKEND BASE INSTANCE MODE [N]
+//       MODE idle:  connect, print "connected", wait until the connection closes
+//       MODE send:  connect, send N frames "frame-<i>", print "sent", wait until closed
+//       MODE echo:  connect, print "connected", send every frame back until closed
+//     On close prints "closed server_alive=<0|1>".
+//   transport_peer server BACKEND BASE INSTANCE
+//       acquire the instance dir, listen, publish instance.json, print "ready", echo every
+//       frame back to its sender, until killed
+//   transport_peer hold-lock BASE INSTANCE
+//       (cond) take the hello lock and the server's wake mutex in the control segment,
+//       print "locked", and sleep until killed
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "common/instance.hpp"
+#include "common/protocol.hpp"
+#include "transport/cond/cond.hpp"
+#include "transport/factory.hpp"
+#include "transport/shm/layout.hpp"
+#include "transport/shm/posix_shm.hpp"
+
+using namespace chat;
+using namespace chat::transport;
+
+namespace {
+
+void say(const std::string& line) {
+  std::cout << line << std::endl;  // flushed: the test waits for it
+}
+
+Frame bytes(const std::string& s) {
+  Frame f(s.size());
+  std::memcpy(f.data(), s.data(), s.size());
+  return f;
+}
+
+int client(const Backend& backend, const std::string& base, const std::string& instance,
+           const std::string& mode, int n) {
+  const auto info = find_live_instance(base, instance);
+  if (!info) {
+    std::cerr << "no server\n";
+    return 3;
+  }
+  ConnectOptions co;
+  co.dir = std::filesystem::path(base) / instance;
+  co.instance = instance;
+  co.server_pid = info->pid;
+  co.objects = info->objects;
+  co.deadline = deadline_after(std::chrono::seconds(5));
+  auto c = backend.connect(co);
+  if (mode == "send") {
+    for (int i = 0; i < n; ++i) c->send(bytes("frame-" + std::to_string(i)), kNoDeadline);
+    say("sent");
+  } else {
+    say("connected");
+  }
+  Frame f;
+  for (;;) {
+    const auto r = c->receive(f, kNoDeadline);
+    if (r == ReceiveResult::kClosed) break;
+    if (r == ReceiveResult::kFrame && mode == "echo") c->send(f, kNoDeadline);
+  }
+  say(std::string("closed server_alive=") + (c->server_alive() ? "1" : "0"));
+  return 0;
+}
+
+int server(const Backend& backend, const std::string& base, const std::string& instance) {
+  auto dir = InstanceDir::acquire(base, instance);
+  ListenOptions lo;
+  lo.dir = dir.path();
+  lo.instance = instance;
+  lo.max_clients = 16;
+  auto ep = backend.listen(lo);
+  InstanceInfo info;
+  info.instance = instance;
+  info.transport = std::string(backend.name);
+  info.pid = ::getpid();
+  info.protocol = protocol::kVersion;
+  info.objects = ep->objects();
+  dir.publish(info);
+  say("ready");
+  std::vector<ServerEvent> events;
+  for (;;) {
+    events.clear();
+    ep->poll(events, kNoDeadline);
+    for (auto& ev : events) {
+      if (ev.kind == ServerEvent::Kind::kFrame) ep->send(ev.client, ev.frame);
+      if (ev.kind == ServerEvent::Kind::kDisconnected) ep->close(ev.client);
+    }
+  }
+}
+
+int hold_lock(const std::string& base, const std::string& instance) {
+  const auto info = find_live_instance(base, instance);
+  if (!info) return 3;
+  auto memory = shm::make_posix_shm_source(std::filesystem::path(base) / instance);
+  auto seg = memory->open(info->objects.at("ctl").get<std::string>(), sizeof(shm::CtlBlock));
+  auto* ctl = reinterpret_cast<shm::CtlBlock*>(seg->data());
+  ctl->hello_lock.lock(kNoDeadline);
+  cond::cond_wake(ctl->server_wake).mutex.lock(kNoDeadline);
+  say("locked");
+  for (;;) ::pause();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  prepare_process();
+  const std::vector<std::string> a(argv, argv + argc);
+  try {
+    if (a.size() >= 6 && a[1] == "client") {
+      const Backend* b = find_backend(a[2]);
+      return client(*b, a[3], a[4], a[5], a.size() > 6 ? std::stoi(a[6]) : 0);
+    }
+    if (a.size() == 5 && a[1] == "server") return server(*find_backend(a[2]), a[3], a[4]);
+    if (a.size() == 4 && a[1] == "hold-lock") return hold_lock(a[2], a[3]);
+  } catch (const std::exception& e) {
+    std::cerr << "transport_peer: " << e.what() << "\n";
+    return 1;
+  }
+  std::cerr << "usage: see the comment at the top of transport_peer.cpp\n";
+  return 2;
+}
