@@ -3,6 +3,8 @@
 #include <signal.h>
 
 #include "transport/cond/cond.hpp"
+#include "transport/mmap/mmap.hpp"
+#include "transport/signal/signal.hpp"
 #include "transport/uds/uds.hpp"
 
 namespace chat::transport {
@@ -11,6 +13,10 @@ namespace {
 constexpr Backend kBackends[] = {
     {"cond", "POSIX shared memory rings, process-shared robust mutex + condition variable",
      cond::listen, cond::connect, cond::cleanup},
+    {"signal", "SysV shared memory rings, real-time signal doorbell waited for with sigtimedwait",
+     sig::listen, sig::connect, sig::cleanup},
+    {"mmap", "rings in MAP_SHARED files in the runtime dir, process-shared POSIX semaphores",
+     mmap::listen, mmap::connect, mmap::cleanup},
     {"uds", "AF_UNIX SOCK_SEQPACKET sockets (the baseline)", uds::listen, uds::connect,
      uds::cleanup},
 };
@@ -38,6 +44,9 @@ std::string backend_names() {
 void prepare_process() {
   // A peer that vanished must show up as EPIPE from write(), never as a SIGPIPE death.
   ::signal(SIGPIPE, SIG_IGN);
+  // The `signal` backend's doorbells are only ever taken with sigtimedwait, by the thread they
+  // are sent to; blocked here, before any thread exists, they are blocked in every thread.
+  sig::block_doorbell_signals();
 }
 
 }  // namespace chat::transport

@@ -142,6 +142,9 @@ std::optional<int> Process::wait(std::chrono::milliseconds timeout) {
     const pid_t r = ::waitpid(pid_, &st, WNOHANG);
     if (r == pid_) {
       status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      // Everything it wrote is collected once its pipes reach end-of-file.
+      if (out_thread_.joinable()) out_thread_.join();
+      if (err_thread_.joinable()) err_thread_.join();
       break;
     }
     if (std::chrono::steady_clock::now() >= end) return std::nullopt;

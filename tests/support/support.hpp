@@ -57,6 +57,8 @@ class Process {
   void kill(int signo);
   // Waits for the exit; returns the exit code, 128+signal if killed, nullopt on timeout.
   std::optional<int> wait(std::chrono::milliseconds timeout);
+  // wait(), with -1 for a timeout: easy to compare in BOOST_TEST.
+  int exit_code(std::chrono::milliseconds timeout) { return wait(timeout).value_or(-1); }
   bool running();
 
   std::string out() const;

@@ -13,6 +13,7 @@
 
 #include "common/instance.hpp"
 #include "common/protocol.hpp"
+#include "tests/support/chat_process.hpp"
 #include "tests/support/main_fixture.hpp"
 #include "tests/support/support.hpp"
 
@@ -23,12 +24,6 @@ using namespace chat::test;
 using Kind = ServerEvent::Kind;
 
 namespace {
-
-std::vector<std::string> all_backends() {
-  std::vector<std::string> names;
-  for (const auto& b : backends()) names.emplace_back(b.name);
-  return names;
-}
 
 Frame frame_of(const std::string& s) {
   Frame f(s.size());

@@ -1,0 +1,47 @@
+#include "tests/support/chat_process.hpp"
+
+#include <stdexcept>
+
+namespace chat::test {
+
+std::vector<std::string> all_backends() {
+  std::vector<std::string> names;
+  for (const auto& b : transport::backends()) names.emplace_back(b.name);
+  return names;
+}
+
+std::unique_ptr<Process> start_chat(const TempRuntime& rt, const std::string& nick,
+                                    std::vector<std::string> extra, bool wait_welcome) {
+  std::vector<std::string> argv = {binary("chat").string(), "-n", nick, "--jsonl"};
+  for (auto& a : rt.args()) argv.push_back(a);
+  for (auto& a : extra) argv.push_back(a);
+  auto p = std::make_unique<Process>(argv);
+  if (wait_welcome && !wait_events(*p, "welcome", 1, std::chrono::seconds(10))) {
+    throw std::runtime_error("chat -n " + nick + " did not get a welcome: " + p->err());
+  }
+  return p;
+}
+
+std::vector<nlohmann::json> events(const Process& p, const std::string& event) {
+  std::vector<nlohmann::json> out;
+  for (const auto& line : p.out_lines()) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded()) throw std::runtime_error("not a JSON line: " + line);
+    if (event.empty() || j.value("event", "") == event) out.push_back(std::move(j));
+  }
+  return out;
+}
+
+std::size_t count_events(const std::string& out, const std::string& event) {
+  const std::string needle = "\"event\":\"" + event + "\"";
+  std::size_t n = 0;
+  for (std::size_t at = out.find(needle); at != std::string::npos; at = out.find(needle, at + 1)) ++n;
+  return n;
+}
+
+bool wait_events(Process& p, const std::string& event, std::size_t n,
+                 std::chrono::milliseconds timeout) {
+  return p.wait_out([&](const std::string& out) { return count_events(out, event) >= n; }, timeout);
+}
+
+}  // namespace chat::test

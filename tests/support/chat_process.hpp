@@ -1,0 +1,30 @@
+// Helpers for tests that drive real chatd and chat processes.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "tests/support/support.hpp"
+#include "transport/factory.hpp"
+
+namespace chat::test {
+
+// The backend names of the factory table, for BOOST_DATA_TEST_CASE.
+std::vector<std::string> all_backends();
+
+// Starts `chat -n NICK --jsonl` on `rt` with stdin kept open, and waits for its welcome.
+std::unique_ptr<Process> start_chat(const TempRuntime& rt, const std::string& nick,
+                                    std::vector<std::string> extra = {}, bool wait_welcome = true);
+
+// The JSON objects a `chat --jsonl` printed so far; with `event`, only those events.
+std::vector<nlohmann::json> events(const Process& p, const std::string& event = "");
+
+// Counts lines of stdout whose "event" is `event`.
+std::size_t count_events(const std::string& out, const std::string& event);
+
+// Waits until `p` printed at least `n` events of kind `event`.
+bool wait_events(Process& p, const std::string& event, std::size_t n,
+                 std::chrono::milliseconds timeout);
+
+}  // namespace chat::test

@@ -1,0 +1,40 @@
+// `signal`: System V shared memory rings; a sleeper blocks in sigtimedwait and is woken by a
+// real-time signal sent to its thread. The ring is the data, the signal only a doorbell.
+//
+// No signal handler is ever installed: the doorbell signals are blocked in every thread
+// (block_doorbell_signals(), from transport::prepare_process()) and only ever taken with
+// sigtimedwait by the thread they were sent to.
+#pragma once
+
+#include <signal.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "transport/shm/wake.hpp"
+#include "transport/transport.hpp"
+
+namespace chat::transport::sig {
+
+// The real-time signal that rings the doorbell.
+int doorbell_signal();
+// What is sent instead when the real-time signal cannot be queued (EAGAIN: the per-user
+// RLIMIT_SIGPENDING quota is full). A standard signal coalesces and is never refused.
+inline constexpr int kFallbackSignal = SIGURG;
+
+// Both doorbell signals.
+sigset_t doorbell_signals();
+
+// Blocks the doorbell signals in the calling thread, and so in every thread it creates later.
+// std::system_error on failure.
+void block_doorbell_signals();
+
+// The backend's Waker, for tests that drive it directly.
+std::unique_ptr<shm::Waker> make_waker();
+
+std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options);
+std::unique_ptr<ClientConnection> connect(const ConnectOptions& options);
+std::vector<std::string> cleanup(const CleanupOptions& options);
+
+}  // namespace chat::transport::sig
