@@ -10,8 +10,8 @@
 //       acquire the instance dir, listen, publish instance.json, print "ready", echo every
 //       frame back to its sender, until killed
 //   transport_peer hold-lock BASE INSTANCE
-//       (cond) take the hello lock and the server's wake mutex in the control segment,
-//       print "locked", and sleep until killed
+//       (cond) take the hello lock in the control segment (the robust mutex every
+//       connecting client takes), print "locked", and sleep until killed
 #include <unistd.h>
 
 #include <cstdio>
@@ -22,7 +22,6 @@
 
 #include "common/instance.hpp"
 #include "common/protocol.hpp"
-#include "transport/cond/cond.hpp"
 #include "transport/factory.hpp"
 #include "transport/shm/layout.hpp"
 #include "transport/shm/posix_shm.hpp"
@@ -105,7 +104,6 @@ int hold_lock(const std::string& base, const std::string& instance) {
   auto seg = memory->open(info->objects.at("ctl").get<std::string>(), sizeof(shm::CtlBlock));
   auto* ctl = reinterpret_cast<shm::CtlBlock*>(seg->data());
   ctl->hello_lock.lock(kNoDeadline);
-  cond::cond_wake(ctl->server_wake).mutex.lock(kNoDeadline);
   say("locked");
   for (;;) ::pause();
 }

@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include "transport/shm/engine.hpp"
+#include "transport/shm/futex_waker.hpp"
 #include "transport/shm/posix_shm.hpp"
 
 namespace chat::transport::cond {
@@ -10,10 +11,10 @@ namespace {
 
 static_assert(sizeof(CondWake) <= sizeof(shm::WakeArea::impl));
 
-// How long a waker waits for the mutex before signalling without it. Only a process stopped
-// or hung inside the few instructions it holds the lock for makes this matter; the sleeper
-// then still wakes at its bounded re-check.
-constexpr auto kWakeLockTimeout = std::chrono::milliseconds(20);
+// How long a waker keeps trying the sleeper's mutex before it signals without it. The
+// sleeper holds it only for a few instructions, unless it is stopped or hostile; then this
+// bounds what it costs the waker, and the sleeper still finds its data at its next re-check.
+constexpr auto kWakeLockPatience = std::chrono::microseconds(20);
 
 class CondWaker final : public shm::Waker {
  public:
@@ -47,15 +48,21 @@ class CondWaker final : public shm::Waker {
   void wake(shm::WakeArea& area, pid_t) override {
     CondWake& w = cond_wake(area);
     // Taking the mutex orders us after a sleeper that checked `sleeping` but has not blocked
-    // yet; signal after unlocking so the woken sleeper does not block on the mutex we hold.
-    const shm::LockResult r = w.mutex.lock(deadline_after(kWakeLockTimeout));
+    // yet. Only try: blocking on a mutex the peer holds would let it stall us. Signal after
+    // unlocking, so the woken sleeper does not block on the mutex we hold.
+    const shm::LockResult r = w.mutex.lock(deadline_after(kWakeLockPatience));
     if (r == shm::LockResult::kLocked || r == shm::LockResult::kRecovered) w.mutex.unlock();
     w.cond.signal();
   }
 };
 
 shm::Flavor flavor(const std::filesystem::path& dir) {
-  return shm::Flavor{shm::make_posix_shm_source(dir), std::make_unique<CondWaker>()};
+  // Clients sleep on condition variables in their own segments. The server sleeps on a futex
+  // word instead: a condvar waiter must re-take its mutex to return, and any client can hold a
+  // mutex in the control segment, so one stopped client would stall the server (the crash
+  // test shows it).
+  return shm::Flavor{shm::make_posix_shm_source(dir), std::make_unique<CondWaker>(),
+                     shm::make_futex_waker()};
 }
 
 }  // namespace

@@ -50,6 +50,8 @@ class Server final : public ServerEndpoint {
   Server(const ListenOptions& options, Flavor flavor)
       : memory_(std::move(flavor.memory)),
         waker_(std::move(flavor.waker)),
+        server_waker_storage_(std::move(flavor.server_waker)),
+        server_waker_(server_waker_storage_ ? server_waker_storage_.get() : waker_.get()),
         logger_(options.logger),
         slots_(options.max_clients + kSpareSlots),
         watcher_([this](std::uint64_t id) { on_exit(id); }) {
@@ -59,7 +61,7 @@ class Server final : public ServerEndpoint {
     ctl_->total_bytes = sizeof(CtlBlock);
     ctl_->server_pid = ::getpid();
     ctl_->hello_lock.init();
-    waker_->init(ctl_->server_wake);
+    server_waker_->init(ctl_->server_wake);
     for (auto& e : ctl_->hello) {
       e.state.store(kHelloFree);
       waker_->init(e.client_wake);
@@ -76,8 +78,8 @@ class Server final : public ServerEndpoint {
   }
 
   void poll(std::vector<ServerEvent>& events, Deadline deadline) override {
-    waker_->attach_sleeper(ctl_->server_wake);
-    wait_until(*waker_, ctl_->server_wake, spin_, [this] { return has_work(); }, deadline);
+    server_waker_->attach_sleeper(ctl_->server_wake);
+    wait_until(*server_waker_, ctl_->server_wake, spin_, [this] { return has_work(); }, deadline);
     woken_.store(false, std::memory_order_relaxed);
     for (std::size_t i = 0; i < kHelloEntries; ++i) serve_hello(i);
     const auto now = Clock::now();
@@ -117,7 +119,7 @@ class Server final : public ServerEndpoint {
 
   void wake() override {
     woken_.store(true, std::memory_order_release);
-    notify(*waker_, ctl_->server_wake, ::getpid());
+    notify(*server_waker_, ctl_->server_wake, ::getpid());
   }
 
   nlohmann::json objects() const override {
@@ -343,6 +345,8 @@ class Server final : public ServerEndpoint {
 
   std::unique_ptr<MemorySource> memory_;
   std::unique_ptr<Waker> waker_;
+  std::unique_ptr<Waker> server_waker_storage_;
+  Waker* server_waker_;
   const Logger* logger_;
   std::unique_ptr<Segment> ctl_segment_;
   CtlBlock* ctl_ = nullptr;
@@ -363,6 +367,8 @@ class Client final : public ClientConnection {
   Client(const ConnectOptions& o, Flavor flavor)
       : memory_(std::move(flavor.memory)),
         waker_(std::move(flavor.waker)),
+        server_waker_storage_(std::move(flavor.server_waker)),
+        server_waker_(server_waker_storage_ ? server_waker_storage_.get() : waker_.get()),
         server_pid_(o.server_pid),
         server_pidfd_(open_pidfd(o.server_pid)) {
     if (!server_pidfd_ || pidfd_exited(server_pidfd_.get())) {
@@ -394,7 +400,7 @@ class Client final : public ClientConnection {
     watcher_.reset();
     if (block_ != nullptr) {
       block_->client_closed.store(1, std::memory_order_release);
-      notify(*waker_, ctl_->server_wake, server_pid_);
+      notify(*server_waker_, ctl_->server_wake, server_pid_);
     }
   }
 
@@ -404,7 +410,7 @@ class Client final : public ClientConnection {
       if (gone()) return SendResult::kGone;
       switch (up_.write(frame)) {
         case RingStatus::kOk:
-          notify(*waker_, ctl_->server_wake, server_pid_);
+          notify(*server_waker_, ctl_->server_wake, server_pid_);
           return SendResult::kSent;
         case RingStatus::kFull:
           break;
@@ -426,7 +432,7 @@ class Client final : public ClientConnection {
       const bool closed = gone();
       switch (down_.read(frame, why)) {
         case RingStatus::kOk:
-          if (down_.producer_needs_wake()) notify(*waker_, ctl_->server_wake, server_pid_);
+          if (down_.producer_needs_wake()) notify(*server_waker_, ctl_->server_wake, server_pid_);
           return ReceiveResult::kFrame;
         case RingStatus::kCorrupt:
           corrupt_ = true;
@@ -464,7 +470,7 @@ class Client final : public ClientConnection {
     entry->nonce = nonce;
     waker_->attach_sleeper(entry->client_wake);
     entry->state.store(kHelloRequested, std::memory_order_release);
-    notify(*waker_, ctl_->server_wake, server_pid_);
+    notify(*server_waker_, ctl_->server_wake, server_pid_);
     SpinBudget spin;
     const auto answered = [&] {
       const auto st = entry->state.load(std::memory_order_acquire);
@@ -497,7 +503,7 @@ class Client final : public ClientConnection {
     up_ = RingWriter(&block_->up, block_->up_data, kUpRingBytes);
     down_ = RingReader(&block_->down, block_->down_data, kDownRingBytes);
     block_->attached.store(1, std::memory_order_release);
-    notify(*waker_, ctl_->server_wake, server_pid_);
+    notify(*server_waker_, ctl_->server_wake, server_pid_);
   }
 
   HelloEntry* claim_entry(Deadline deadline) {
@@ -525,6 +531,8 @@ class Client final : public ClientConnection {
 
   std::unique_ptr<MemorySource> memory_;
   std::unique_ptr<Waker> waker_;
+  std::unique_ptr<Waker> server_waker_storage_;
+  Waker* server_waker_;
   pid_t server_pid_;
   UniqueFd server_pidfd_;
   std::unique_ptr<Segment> ctl_segment_;
