@@ -20,6 +20,10 @@ std::string trim(const std::string& s) {
 std::vector<IniEntry> read_ini(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw UsageError("cannot read config file " + path);
+  return parse_ini(in, path);
+}
+
+std::vector<IniEntry> parse_ini(std::istream& in, const std::string& path) {
   std::vector<IniEntry> entries;
   std::string raw;
   for (int line = 1; std::getline(in, raw); ++line) {

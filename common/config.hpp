@@ -3,6 +3,7 @@
 #pragma once
 
 #include <boost/program_options.hpp>
+#include <istream>
 #include <map>
 #include <string>
 #include <vector>
@@ -19,6 +20,8 @@ struct IniEntry {
 // is a `[section]` header. Throws UsageError naming file and line on anything else, and if
 // the file cannot be read.
 std::vector<IniEntry> read_ini(const std::string& path);
+// The same for text already open; `name` stands for the file in messages.
+std::vector<IniEntry> parse_ini(std::istream& in, const std::string& name);
 
 // Remembers where each option came from so later checks can name it the way the user wrote
 // it: "--workers" or "config chatd.conf line 4, key 'workers'".

@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include "transport/cond/cond.hpp"
+#include "transport/shm/engine.hpp"
 #include "transport/mmap/mmap.hpp"
 #include "transport/signal/signal.hpp"
 #include "transport/uds/uds.hpp"
@@ -12,11 +13,11 @@ namespace {
 
 constexpr Backend kBackends[] = {
     {"cond", "POSIX shared memory rings, process-shared robust mutex + condition variable",
-     cond::listen, cond::connect, cond::cleanup},
+     cond::listen, cond::connect, cond::cleanup, cond::flavor},
     {"signal", "SysV shared memory rings, real-time signal doorbell waited for with sigtimedwait",
-     sig::listen, sig::connect, sig::cleanup},
+     sig::listen, sig::connect, sig::cleanup, sig::flavor},
     {"mmap", "rings in MAP_SHARED files in the runtime dir, process-shared POSIX semaphores",
-     mmap::listen, mmap::connect, mmap::cleanup},
+     mmap::listen, mmap::connect, mmap::cleanup, mmap::flavor},
     {"uds", "AF_UNIX SOCK_SEQPACKET sockets (the baseline)", uds::listen, uds::connect,
      uds::cleanup},
 };

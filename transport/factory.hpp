@@ -11,6 +11,10 @@
 
 namespace chat::transport {
 
+namespace shm {
+struct Flavor;
+}
+
 struct Backend {
   std::string_view name;
   std::string_view summary;  // one line for --help and the README
@@ -18,6 +22,9 @@ struct Backend {
   std::unique_ptr<ClientConnection> (*connect)(const ConnectOptions&);
   // Removes what a dead server of this backend left behind; returns a line per object removed.
   std::vector<std::string> (*cleanup)(const CleanupOptions&);
+  // Shared-memory backends only: their memory and wake-ups, for tests that play a hostile
+  // client (shm::Attachment). nullptr for the others.
+  shm::Flavor (*shm_flavor)(const std::filesystem::path& dir) = nullptr;
 };
 
 // Every backend, in a fixed order (the order of DESIGN.md).

@@ -15,6 +15,7 @@
 #include "common/protocol.hpp"
 #include "tests/support/chat_process.hpp"
 #include "tests/support/main_fixture.hpp"
+#include "tests/support/server_harness.hpp"
 #include "tests/support/support.hpp"
 
 namespace bdata = boost::unit_test::data;
@@ -44,108 +45,6 @@ bool is_patterned(const Frame& f, std::uint32_t n, std::size_t size) {
 }
 std::size_t size_for(std::uint32_t n) { return 1 + (n * 977) % kMaxFrameBytes; }
 
-// An in-process server endpoint with its poll loop on a thread of its own.
-class Server {
- public:
-  explicit Server(const Backend& backend, std::size_t max_clients = 64)
-      : backend_(backend), dir_(InstanceDir::acquire(rt_.base(), rt_.instance())) {
-    ListenOptions lo;
-    lo.dir = dir_.path();
-    lo.instance = rt_.instance();
-    lo.max_clients = max_clients;
-    ep_ = backend.listen(lo);
-    InstanceInfo info{rt_.instance(), std::string(backend.name), ::getpid(), protocol::kVersion,
-                      ep_->objects()};
-    dir_.publish(info);
-    thread_ = std::thread([this] {
-      std::vector<ServerEvent> evs;
-      while (!stop_) {
-        evs.clear();
-        ep_->poll(evs, deadline_after(100ms));
-        std::lock_guard lock(mutex_);
-        for (auto& e : evs) events_.push_back(std::move(e));
-        if (!evs.empty()) cv_.notify_all();
-      }
-    });
-  }
-
-  ~Server() {
-    stop_ = true;
-    ep_->wake();
-    thread_.join();
-    ep_.reset();
-    dir_.remove();
-    const auto left = leftovers(rt_, pids_);
-    BOOST_CHECK_MESSAGE(left.empty(), "left behind: " + (left.empty() ? "" : left.front()));
-  }
-
-  ServerEndpoint& ep() { return *ep_; }
-  const TempRuntime& rt() const { return rt_; }
-  void also_check_pid(pid_t p) { pids_.push_back(p); }
-
-  ConnectOptions connect_options() const {
-    ConnectOptions co;
-    co.dir = dir_.path();
-    co.instance = rt_.instance();
-    co.server_pid = ::getpid();
-    co.objects = ep_->objects();
-    co.deadline = deadline_after(5s);
-    return co;
-  }
-  std::unique_ptr<ClientConnection> connect() { return backend_.connect(connect_options()); }
-
-  // The next event matching `pred`, or nullopt after `timeout`. Skipped events are dropped.
-  std::optional<ServerEvent> next(const std::function<bool(const ServerEvent&)>& pred,
-                                  std::chrono::milliseconds timeout = 5000ms) {
-    std::unique_lock lock(mutex_);
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      while (!events_.empty()) {
-        ServerEvent e = std::move(events_.front());
-        events_.pop_front();
-        if (pred(e)) return e;
-      }
-      if (cv_.wait_until(lock, end) == std::cv_status::timeout && events_.empty()) return std::nullopt;
-    }
-  }
-  std::optional<ServerEvent> next(Kind kind, std::chrono::milliseconds timeout = 5000ms) {
-    return next([kind](const ServerEvent& e) { return e.kind == kind; }, timeout);
-  }
-
-  // Sends `frame`, waiting for kWritable whenever the client's buffers are full. Events that
-  // are not kWritable for `id` are kept for later next() calls.
-  void send_all(ClientId id, const Frame& frame) {
-    for (;;) {
-      const SendResult r = ep_->send(id, frame);
-      if (r == SendResult::kSent) return;
-      BOOST_REQUIRE(r == SendResult::kFull);
-      std::unique_lock lock(mutex_);
-      const bool got = cv_.wait_for(lock, 10s, [&] {
-        for (auto it = events_.begin(); it != events_.end(); ++it) {
-          if (it->kind == Kind::kWritable && it->client == id) {
-            events_.erase(it);
-            return true;
-          }
-        }
-        return false;
-      });
-      BOOST_REQUIRE_MESSAGE(got, "no kWritable after kFull");
-    }
-  }
-
- private:
-  const Backend& backend_;
-  TempRuntime rt_;
-  InstanceDir dir_;
-  std::unique_ptr<ServerEndpoint> ep_;
-  std::vector<pid_t> pids_{::getpid()};
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::deque<ServerEvent> events_;
-};
-
 Frame receive_one(ClientConnection& c, std::chrono::milliseconds timeout = 5000ms) {
   Frame f;
   const auto r = c.receive(f, deadline_after(timeout));
@@ -158,7 +57,7 @@ Frame receive_one(ClientConnection& c, std::chrono::milliseconds timeout = 5000m
 BOOST_AUTO_TEST_SUITE(contract)
 
 BOOST_DATA_TEST_CASE(connect_and_both_directions, bdata::make(all_backends()), name) {
-  Server server(*find_backend(name));
+  ServerHarness server(*find_backend(name));
   auto client = server.connect();
   const auto connected = server.next(Kind::kConnected);
   BOOST_REQUIRE(connected);
@@ -175,7 +74,7 @@ BOOST_DATA_TEST_CASE(connect_and_both_directions, bdata::make(all_backends()), n
 }
 
 BOOST_DATA_TEST_CASE(order_and_content_both_directions, bdata::make(all_backends()), name) {
-  Server server(*find_backend(name));
+  ServerHarness server(*find_backend(name));
   auto client = server.connect();
   const auto c = server.next(Kind::kConnected);
   BOOST_REQUIRE(c);
@@ -210,7 +109,7 @@ BOOST_DATA_TEST_CASE(order_and_content_both_directions, bdata::make(all_backends
 }
 
 BOOST_DATA_TEST_CASE(many_clients_keep_their_own_order, bdata::make(all_backends()), name) {
-  Server server(*find_backend(name));
+  ServerHarness server(*find_backend(name));
   constexpr int kClients = 12, kFrames = 200;
   std::vector<std::unique_ptr<ClientConnection>> clients;
   std::map<ClientId, int> index_of;
@@ -256,7 +155,7 @@ BOOST_DATA_TEST_CASE(many_clients_keep_their_own_order, bdata::make(all_backends
 }
 
 BOOST_DATA_TEST_CASE(frame_size_limits, bdata::make(all_backends()), name) {
-  Server server(*find_backend(name));
+  ServerHarness server(*find_backend(name));
   auto client = server.connect();
   const auto c = server.next(Kind::kConnected);
   BOOST_REQUIRE(c);
@@ -280,7 +179,7 @@ BOOST_DATA_TEST_CASE(frame_size_limits, bdata::make(all_backends()), name) {
 }
 
 BOOST_DATA_TEST_CASE(full_buffers_report_full_then_writable, bdata::make(all_backends()), name) {
-  Server server(*find_backend(name));
+  ServerHarness server(*find_backend(name));
   auto client = server.connect();
   const auto c = server.next(Kind::kConnected);
   BOOST_REQUIRE(c);
@@ -303,7 +202,7 @@ BOOST_DATA_TEST_CASE(full_buffers_report_full_then_writable, bdata::make(all_bac
 }
 
 BOOST_DATA_TEST_CASE(server_close_delivers_what_was_sent_then_closed, bdata::make(all_backends()), name) {
-  Server server(*find_backend(name));
+  ServerHarness server(*find_backend(name));
   auto client = server.connect();
   const auto c = server.next(Kind::kConnected);
   BOOST_REQUIRE(c);
@@ -318,7 +217,7 @@ BOOST_DATA_TEST_CASE(server_close_delivers_what_was_sent_then_closed, bdata::mak
 }
 
 BOOST_DATA_TEST_CASE(client_goodbye_is_seen, bdata::make(all_backends()), name) {
-  Server server(*find_backend(name));
+  ServerHarness server(*find_backend(name));
   auto client = server.connect();
   const auto c = server.next(Kind::kConnected);
   BOOST_REQUIRE(c);
@@ -334,7 +233,7 @@ BOOST_DATA_TEST_CASE(client_goodbye_is_seen, bdata::make(all_backends()), name) 
 }
 
 BOOST_DATA_TEST_CASE(client_death_is_seen_within_a_second, bdata::make(all_backends()), name) {
-  Server server(*find_backend(name));
+  ServerHarness server(*find_backend(name));
   Process peer({binary("transport_peer").string(), "client", name, server.rt().base().string(),
                 server.rt().instance(), "send", "5"});
   server.also_check_pid(peer.pid());

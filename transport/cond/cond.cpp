@@ -56,6 +56,8 @@ class CondWaker final : public shm::Waker {
   }
 };
 
+}  // namespace
+
 shm::Flavor flavor(const std::filesystem::path& dir) {
   // Clients sleep on condition variables in their own segments. The server sleeps on a futex
   // word instead: a condvar waiter must re-take its mutex to return, and any client can hold a
@@ -64,8 +66,6 @@ shm::Flavor flavor(const std::filesystem::path& dir) {
   return shm::Flavor{shm::make_posix_shm_source(dir), std::make_unique<CondWaker>(),
                      shm::make_futex_waker()};
 }
-
-}  // namespace
 
 std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options) {
   return shm::listen(options, flavor(options.dir));

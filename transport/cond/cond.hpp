@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "transport/shm/engine.hpp"
 #include "transport/shm/robust_mutex.hpp"
 #include "transport/shm/wake.hpp"
 #include "transport/transport.hpp"
@@ -21,6 +22,9 @@ struct CondWake {
 inline CondWake& cond_wake(shm::WakeArea& area) {
   return *reinterpret_cast<CondWake*>(area.impl);
 }
+
+// This backend's memory source and wakers (for tests that play a hostile client).
+shm::Flavor flavor(const std::filesystem::path& dir);
 
 std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options);
 std::unique_ptr<ClientConnection> connect(const ConnectOptions& options);

@@ -41,8 +41,9 @@ class MappedFile final : public shm::Segment {
 
 // Names come from shared memory a client can scribble on: only "mmap.<no slash>" is ours.
 bool valid_name(std::string_view name) {
-  return name.size() > kPrefix.size() && name.size() < 96 && name.substr(0, kPrefix.size()) == kPrefix &&
-         name.find('/') == std::string_view::npos && name.find('\0') == std::string_view::npos;
+  return name.size() > kPrefix.size() && name.size() < 96 &&
+         name.substr(0, kPrefix.size()) == kPrefix && name.find('/') == std::string_view::npos &&
+         name.find('\0') == std::string_view::npos;
 }
 
 class FileSource final : public shm::MemorySource {
@@ -76,14 +77,15 @@ class FileSource final : public shm::MemorySource {
     if (!valid_name(name)) throw_system_error("open", path.string(), EINVAL);
     UniqueFd fd(retry_eintr([&] { return ::open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC); }));
     if (!fd) throw_system_error("open(O_NOFOLLOW)", path.string());
-    struct stat st{};
+    struct stat st {};
     if (::fstat(fd.get(), &st) != 0) throw_system_error("fstat", path.string());
     if (!S_ISREG(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
       throw_system_error("open", path.string() + " is not a private regular file of ours", EACCES);
     }
     if (static_cast<std::size_t>(st.st_size) != bytes) {
-      throw_system_error("open", path.string() + " has " + std::to_string(st.st_size) +
-                                     " bytes, expected " + std::to_string(bytes),
+      throw_system_error("open",
+                         path.string() + " has " + std::to_string(st.st_size) +
+                             " bytes, expected " + std::to_string(bytes),
                          EINVAL);
     }
     return map(fd.get(), path, name, bytes);
@@ -100,7 +102,8 @@ class FileSource final : public shm::MemorySource {
   // by name: the two must be the same file, or someone swapped it in between.
   static std::unique_ptr<shm::Segment> map(int fd, const std::filesystem::path& path,
                                            const std::string& name, std::size_t bytes) {
-    struct stat want{}, got{};
+    struct stat want {};
+    struct stat got {};
     if (::fstat(fd, &want) != 0) throw_system_error("fstat", path.string());
     try {
       bip::file_mapping file(path.c_str(), bip::read_write);
@@ -110,7 +113,8 @@ class FileSource final : public shm::MemorySource {
       if (got.st_dev != want.st_dev || got.st_ino != want.st_ino) {
         throw_system_error("open", path.string() + " was replaced while being opened", EACCES);
       }
-      return std::make_unique<MappedFile>(name, bip::mapped_region(file, bip::read_write, 0, bytes));
+      return std::make_unique<MappedFile>(name,
+                                          bip::mapped_region(file, bip::read_write, 0, bytes));
     } catch (const bip::interprocess_exception& e) {
       const int err = e.get_native_error();
       throw_system_error("mmap", path.string(), err != 0 ? err : EIO);
@@ -149,11 +153,13 @@ class SemWaker final : public shm::Waker {
   }
 };
 
-shm::Flavor flavor(const std::filesystem::path& dir) {
-  return shm::Flavor{make_file_source(dir), std::make_unique<SemWaker>()};
-}
-
 }  // namespace
+
+shm::Flavor flavor(const std::filesystem::path& dir) {
+  // The server may use the same waker: a semaphore wait holds nothing a client could keep, and
+  // it ends at the deadline whatever a client wrote into the semaphore.
+  return shm::Flavor{make_file_source(dir), std::make_unique<SemWaker>(), nullptr};
+}
 
 std::unique_ptr<shm::MemorySource> make_file_source(const std::filesystem::path& dir) {
   return std::make_unique<FileSource>(dir);
@@ -167,6 +173,8 @@ std::unique_ptr<ClientConnection> connect(const ConnectOptions& options) {
   return shm::connect(options, flavor(options.dir));
 }
 
-std::vector<std::string> cleanup(const CleanupOptions&) { return {}; }
+std::vector<std::string> cleanup(const CleanupOptions&) {
+  return {};
+}
 
 }  // namespace chat::transport::mmap

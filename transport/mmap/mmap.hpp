@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "transport/shm/engine.hpp"
 #include "transport/shm/memory.hpp"
 #include "transport/shm/wake.hpp"
 #include "transport/transport.hpp"
@@ -20,11 +21,16 @@ namespace chat::transport::mmap {
 struct SemWake {
   sem_t sem;
 };
-inline SemWake& sem_wake(shm::WakeArea& area) { return *reinterpret_cast<SemWake*>(area.impl); }
+inline SemWake& sem_wake(shm::WakeArea& area) {
+  return *reinterpret_cast<SemWake*>(area.impl);
+}
 
 // The files of the instance in `dir`, each created O_EXCL, 0600 whatever the umask; opened
 // only if it is a regular file of ours (no symlink), private, and of the expected size.
 std::unique_ptr<shm::MemorySource> make_file_source(const std::filesystem::path& dir);
+
+// This backend's memory source and waker (for tests that play a hostile client).
+shm::Flavor flavor(const std::filesystem::path& dir);
 
 std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options);
 std::unique_ptr<ClientConnection> connect(const ConnectOptions& options);

@@ -362,46 +362,54 @@ std::uint64_t random_nonce() {
   return (static_cast<std::uint64_t>(rd()) << 32) ^ rd() ^ 1;
 }
 
+// Claims a free hello entry under the hello lock, waiting for one until `deadline`.
+HelloEntry* claim_entry(CtlBlock& ctl, Deadline deadline) {
+  for (;;) {
+    {
+      RobustLock lock(ctl.hello_lock, deadline);
+      if (!lock.owns_lock()) {
+        throw ConnectError(ConnectError::Kind::kTimeout, "cannot take the server's hello lock");
+      }
+      // kRecovered: a client died holding the lock. The entries are only ever changed with
+      // single atomic stores, so there is nothing half-done to repair.
+      for (auto& e : ctl.hello) {
+        if (e.state.load(std::memory_order_acquire) == kHelloFree) {
+          e.state.store(kHelloClaimed, std::memory_order_release);
+          return &e;
+        }
+      }
+    }
+    if (Clock::now() >= deadline) {
+      throw ConnectError(ConnectError::Kind::kTimeout, "all hello entries of the server are busy");
+    }
+    ::usleep(5'000);
+  }
+}
+
 class Client final : public ClientConnection {
  public:
   Client(const ConnectOptions& o, Flavor flavor)
-      : memory_(std::move(flavor.memory)),
-        waker_(std::move(flavor.waker)),
-        server_waker_storage_(std::move(flavor.server_waker)),
-        server_waker_(server_waker_storage_ ? server_waker_storage_.get() : waker_.get()),
+      : flavor_(std::move(flavor)),
+        waker_(*flavor_.waker),
         server_pid_(o.server_pid),
-        server_pidfd_(open_pidfd(o.server_pid)) {
-    if (!server_pidfd_ || pidfd_exited(server_pidfd_.get())) {
-      throw ConnectError(ConnectError::Kind::kNoServer, "the server process has exited");
-    }
-    std::string ctl_name;
-    try {
-      ctl_name = o.objects.at("ctl").get<std::string>();
-    } catch (const nlohmann::json::exception&) {
-      throw ConnectError(ConnectError::Kind::kOther, "instance.json lacks objects.ctl");
-    }
-    ctl_segment_ = memory_->open(ctl_name, sizeof(CtlBlock));
-    ctl_ = reinterpret_cast<CtlBlock*>(ctl_segment_->data());
-    if (ctl_->magic != kCtlMagic || ctl_->version != kLayoutVersion ||
-        ctl_->total_bytes != sizeof(CtlBlock) || ctl_->server_pid != server_pid_) {
-      throw ConnectError(ConnectError::Kind::kOther,
-                         "control segment " + ctl_name + " does not belong to this server");
-    }
-    handshake(o.deadline);
+        att_(Attachment::attach(o, flavor_)),
+        block_(&att_.block()),
+        up_(&block_->up, block_->up_data, kUpRingBytes),
+        down_(&block_->down, block_->down_data, kDownRingBytes) {
+    UniqueFd pidfd = open_pidfd(server_pid_);
+    if (!pidfd) throw ConnectError(ConnectError::Kind::kNoServer, "the server process has exited");
     watcher_ = std::make_unique<PidWatcher>([this](std::uint64_t) {
       server_dead_.store(true);
-      notify(*waker_, block_->rx_wake, ::getpid());
-      notify(*waker_, block_->tx_wake, ::getpid());
+      notify(waker_, block_->rx_wake, ::getpid());
+      notify(waker_, block_->tx_wake, ::getpid());
     });
-    watcher_->watch(0, std::move(server_pidfd_));
+    watcher_->watch(0, std::move(pidfd));
   }
 
   ~Client() override {
     watcher_.reset();
-    if (block_ != nullptr) {
-      block_->client_closed.store(1, std::memory_order_release);
-      notify(*server_waker_, ctl_->server_wake, server_pid_);
-    }
+    block_->client_closed.store(1, std::memory_order_release);
+    att_.ring_server();
   }
 
   SendResult send(std::span<const std::byte> frame, Deadline deadline) override {
@@ -410,7 +418,7 @@ class Client final : public ClientConnection {
       if (gone()) return SendResult::kGone;
       switch (up_.write(frame)) {
         case RingStatus::kOk:
-          notify(*server_waker_, ctl_->server_wake, server_pid_);
+          att_.ring_server();
           return SendResult::kSent;
         case RingStatus::kFull:
           break;
@@ -418,9 +426,9 @@ class Client final : public ClientConnection {
           return SendResult::kGone;
       }
       if (up_.wait_for_room(frame.size())) continue;
-      waker_->attach_sleeper(block_->tx_wake);
+      waker_.attach_sleeper(block_->tx_wake);
       const bool ok = wait_until(
-          *waker_, block_->tx_wake, tx_spin_,
+          waker_, block_->tx_wake, tx_spin_,
           [&] { return up_.has_room(frame.size()) || gone(); }, deadline);
       if (!ok) return SendResult::kFull;
     }
@@ -432,7 +440,7 @@ class Client final : public ClientConnection {
       const bool closed = gone();
       switch (down_.read(frame, why)) {
         case RingStatus::kOk:
-          if (down_.producer_needs_wake()) notify(*server_waker_, ctl_->server_wake, server_pid_);
+          if (down_.producer_needs_wake()) att_.ring_server();
           return ReceiveResult::kFrame;
         case RingStatus::kCorrupt:
           corrupt_ = true;
@@ -442,9 +450,9 @@ class Client final : public ClientConnection {
       }
       if (closed) return ReceiveResult::kClosed;
       if (woken_.exchange(false)) return ReceiveResult::kTimeout;
-      waker_->attach_sleeper(block_->rx_wake);
+      waker_.attach_sleeper(block_->rx_wake);
       const bool ok = wait_until(
-          *waker_, block_->rx_wake, rx_spin_,
+          waker_, block_->rx_wake, rx_spin_,
           [&] { return down_.readable() || gone() || woken_.load(); }, deadline);
       if (!ok) return ReceiveResult::kTimeout;
     }
@@ -454,7 +462,7 @@ class Client final : public ClientConnection {
 
   void wake() override {
     woken_.store(true);
-    notify(*waker_, block_->rx_wake, ::getpid());
+    notify(waker_, block_->rx_wake, ::getpid());
   }
 
  private:
@@ -463,82 +471,11 @@ class Client final : public ClientConnection {
            block_->server_closed.load(std::memory_order_acquire) != 0;
   }
 
-  void handshake(Deadline deadline) {
-    HelloEntry* entry = claim_entry(deadline);
-    const std::uint64_t nonce = random_nonce();
-    entry->pid = ::getpid();
-    entry->nonce = nonce;
-    waker_->attach_sleeper(entry->client_wake);
-    entry->state.store(kHelloRequested, std::memory_order_release);
-    notify(*server_waker_, ctl_->server_wake, server_pid_);
-    SpinBudget spin;
-    const auto answered = [&] {
-      const auto st = entry->state.load(std::memory_order_acquire);
-      return st == kHelloGranted || st == kHelloRefused;
-    };
-    while (!wait_until(*waker_, entry->client_wake, spin, answered,
-                       std::min(deadline, deadline_after(std::chrono::milliseconds(100))))) {
-      if (pidfd_exited(server_pidfd_.get())) {
-        throw ConnectError(ConnectError::Kind::kNoServer, "the server exited during the handshake");
-      }
-      if (Clock::now() >= deadline) {
-        entry->state.store(kHelloFree, std::memory_order_release);
-        throw ConnectError(ConnectError::Kind::kTimeout, "the server did not answer the handshake");
-      }
-    }
-    if (entry->state.load(std::memory_order_acquire) == kHelloRefused) {
-      entry->state.store(kHelloFree, std::memory_order_release);
-      throw ConnectError(ConnectError::Kind::kRefused, "the server has no room for more clients");
-    }
-    const std::string name(entry->segment, strnlen(entry->segment, sizeof entry->segment));
-    entry->state.store(kHelloFree, std::memory_order_release);
-    segment_ = memory_->open(name, sizeof(ClientBlock));
-    block_ = reinterpret_cast<ClientBlock*>(segment_->data());
-    if (block_->magic != kClientMagic || block_->version != kLayoutVersion ||
-        block_->nonce != nonce || block_->up_bytes != kUpRingBytes ||
-        block_->down_bytes != kDownRingBytes) {
-      block_ = nullptr;
-      throw ConnectError(ConnectError::Kind::kOther, "segment " + name + " is not ours");
-    }
-    up_ = RingWriter(&block_->up, block_->up_data, kUpRingBytes);
-    down_ = RingReader(&block_->down, block_->down_data, kDownRingBytes);
-    block_->attached.store(1, std::memory_order_release);
-    notify(*server_waker_, ctl_->server_wake, server_pid_);
-  }
-
-  HelloEntry* claim_entry(Deadline deadline) {
-    for (;;) {
-      {
-        RobustLock lock(ctl_->hello_lock, deadline);
-        if (!lock.owns_lock()) {
-          throw ConnectError(ConnectError::Kind::kTimeout, "cannot take the server's hello lock");
-        }
-        // kRecovered: a client died holding the lock. The entries are only ever changed with
-        // single atomic stores, so there is nothing half-done to repair.
-        for (auto& e : ctl_->hello) {
-          if (e.state.load(std::memory_order_acquire) == kHelloFree) {
-            e.state.store(kHelloClaimed, std::memory_order_release);
-            return &e;
-          }
-        }
-      }
-      if (Clock::now() >= deadline) {
-        throw ConnectError(ConnectError::Kind::kTimeout, "all hello entries of the server are busy");
-      }
-      ::usleep(5'000);
-    }
-  }
-
-  std::unique_ptr<MemorySource> memory_;
-  std::unique_ptr<Waker> waker_;
-  std::unique_ptr<Waker> server_waker_storage_;
-  Waker* server_waker_;
+  Flavor flavor_;
+  Waker& waker_;
   pid_t server_pid_;
-  UniqueFd server_pidfd_;
-  std::unique_ptr<Segment> ctl_segment_;
-  CtlBlock* ctl_ = nullptr;
-  std::unique_ptr<Segment> segment_;
-  ClientBlock* block_ = nullptr;
+  Attachment att_;
+  ClientBlock* block_;
   RingWriter up_;
   RingReader down_;
   SpinBudget rx_spin_, tx_spin_;
@@ -549,6 +486,75 @@ class Client final : public ClientConnection {
 };
 
 }  // namespace
+
+Waker& server_waker(Flavor& flavor) {
+  return flavor.server_waker ? *flavor.server_waker : *flavor.waker;
+}
+
+Attachment Attachment::attach(const ConnectOptions& o, Flavor& flavor) {
+  Attachment a;
+  a.server_waker_ = &server_waker(flavor);
+  a.server_pid_ = o.server_pid;
+  UniqueFd server_pidfd = open_pidfd(o.server_pid);
+  if (!server_pidfd || pidfd_exited(server_pidfd.get())) {
+    throw ConnectError(ConnectError::Kind::kNoServer, "the server process has exited");
+  }
+  std::string ctl_name;
+  try {
+    ctl_name = o.objects.at("ctl").get<std::string>();
+  } catch (const nlohmann::json::exception&) {
+    throw ConnectError(ConnectError::Kind::kOther, "instance.json lacks objects.ctl");
+  }
+  a.ctl_segment_ = flavor.memory->open(ctl_name, sizeof(CtlBlock));
+  a.ctl_ = reinterpret_cast<CtlBlock*>(a.ctl_segment_->data());
+  CtlBlock& ctl = *a.ctl_;
+  if (ctl.magic != kCtlMagic || ctl.version != kLayoutVersion ||
+      ctl.total_bytes != sizeof(CtlBlock) || ctl.server_pid != o.server_pid) {
+    throw ConnectError(ConnectError::Kind::kOther,
+                       "control segment " + ctl_name + " does not belong to this server");
+  }
+  Waker& waker = *flavor.waker;
+  HelloEntry* entry = claim_entry(ctl, o.deadline);
+  const std::uint64_t nonce = random_nonce();
+  entry->pid = ::getpid();
+  entry->nonce = nonce;
+  waker.attach_sleeper(entry->client_wake);
+  entry->state.store(kHelloRequested, std::memory_order_release);
+  a.ring_server();
+  SpinBudget spin;
+  const auto answered = [&] {
+    const auto st = entry->state.load(std::memory_order_acquire);
+    return st == kHelloGranted || st == kHelloRefused;
+  };
+  while (!wait_until(waker, entry->client_wake, spin, answered,
+                     std::min(o.deadline, deadline_after(std::chrono::milliseconds(100))))) {
+    if (pidfd_exited(server_pidfd.get())) {
+      throw ConnectError(ConnectError::Kind::kNoServer, "the server exited during the handshake");
+    }
+    if (Clock::now() >= o.deadline) {
+      entry->state.store(kHelloFree, std::memory_order_release);
+      throw ConnectError(ConnectError::Kind::kTimeout, "the server did not answer the handshake");
+    }
+  }
+  if (entry->state.load(std::memory_order_acquire) == kHelloRefused) {
+    entry->state.store(kHelloFree, std::memory_order_release);
+    throw ConnectError(ConnectError::Kind::kRefused, "the server has no room for more clients");
+  }
+  const std::string name(entry->segment, strnlen(entry->segment, sizeof entry->segment));
+  entry->state.store(kHelloFree, std::memory_order_release);
+  a.segment_ = flavor.memory->open(name, sizeof(ClientBlock));
+  a.block_ = reinterpret_cast<ClientBlock*>(a.segment_->data());
+  ClientBlock& b = *a.block_;
+  if (b.magic != kClientMagic || b.version != kLayoutVersion || b.nonce != nonce ||
+      b.up_bytes != kUpRingBytes || b.down_bytes != kDownRingBytes) {
+    throw ConnectError(ConnectError::Kind::kOther, "segment " + name + " is not ours");
+  }
+  b.attached.store(1, std::memory_order_release);
+  a.ring_server();
+  return a;
+}
+
+void Attachment::ring_server() { notify(*server_waker_, ctl_->server_wake, server_pid_); }
 
 std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options, Flavor flavor) {
   return std::make_unique<Server>(options, std::move(flavor));

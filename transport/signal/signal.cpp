@@ -72,7 +72,10 @@ class SignalWaker final : public shm::Waker {
     });
     if (got < 0) return;  // EAGAIN: the deadline passed
     const timespec now{0, 0};
-    for (int i = 0; i < kMaxDrain && ::sigtimedwait(&set_, &info, &now) > 0; ++i) {
+    int drained = 0;
+    while (drained < kMaxDrain) {
+      if (::sigtimedwait(&set_, &info, &now) < 0) break;
+      ++drained;
     }
   }
 
@@ -111,11 +114,12 @@ class SignalWaker final : public shm::Waker {
   std::vector<std::pair<const shm::WakeArea*, pid_t>> sleepers_;
 };
 
-shm::Flavor flavor(const std::filesystem::path& dir) {
-  return shm::Flavor{make_sysv_source(dir), std::make_unique<SignalWaker>()};
-}
-
 }  // namespace
+
+shm::Flavor flavor(const std::filesystem::path& dir) {
+  // The server may use the same waker: sigtimedwait holds nothing a client could keep from it.
+  return shm::Flavor{make_sysv_source(dir), std::make_unique<SignalWaker>(), nullptr};
+}
 
 int doorbell_signal() {
   // SIGRTMIN is where glibc's own real-time signals end; a few above it leaves room for
@@ -137,7 +141,9 @@ void block_doorbell_signals() {
   if (err != 0) throw_system_error("pthread_sigmask", "doorbell signals", err);
 }
 
-std::unique_ptr<shm::Waker> make_waker() { return std::make_unique<SignalWaker>(); }
+std::unique_ptr<shm::Waker> make_waker() {
+  return std::make_unique<SignalWaker>();
+}
 
 std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options) {
   return shm::listen(options, flavor(options.dir));

@@ -8,10 +8,12 @@
 
 #include <signal.h>
 
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "transport/shm/engine.hpp"
 #include "transport/shm/wake.hpp"
 #include "transport/transport.hpp"
 
@@ -32,6 +34,9 @@ void block_doorbell_signals();
 
 // The backend's Waker, for tests that drive it directly.
 std::unique_ptr<shm::Waker> make_waker();
+
+// This backend's memory source and waker (for tests that play a hostile client).
+shm::Flavor flavor(const std::filesystem::path& dir);
 
 std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options);
 std::unique_ptr<ClientConnection> connect(const ConnectOptions& options);

@@ -36,8 +36,9 @@ void check_ours(const shmid_ds& ds, std::size_t bytes, const std::string& label)
     throw_system_error("shmctl(IPC_STAT)", label + " is not a private segment of ours", EACCES);
   }
   if (ds.shm_segsz != bytes) {
-    throw_system_error("shmctl(IPC_STAT)", label + " has " + std::to_string(ds.shm_segsz) +
-                                               " bytes, expected " + std::to_string(bytes),
+    throw_system_error("shmctl(IPC_STAT)",
+                       label + " has " + std::to_string(ds.shm_segsz) + " bytes, expected " +
+                           std::to_string(bytes),
                        EINVAL);
   }
 }
@@ -65,7 +66,9 @@ SysvSegment& SysvSegment::operator=(SysvSegment&& other) noexcept {
   return *this;
 }
 
-SysvSegment::~SysvSegment() { reset(); }
+SysvSegment::~SysvSegment() {
+  reset();
+}
 
 void SysvSegment::reset() noexcept {
   // shmdt only fails for an address that is not attached, which a SysvSegment never holds.
@@ -105,7 +108,9 @@ SysvSegment SysvSegment::open(int shmid, std::size_t bytes, const std::string& l
   return s;
 }
 
-bool SysvSegment::remove(int shmid) { return ::shmctl(shmid, IPC_RMID, nullptr) == 0; }
+bool SysvSegment::remove(int shmid) {
+  return ::shmctl(shmid, IPC_RMID, nullptr) == 0;
+}
 
 shmid_ds stat_sysv_segment(int shmid) {
   shmid_ds ds{};
@@ -251,14 +256,14 @@ std::vector<std::string> remove_sysv_leftovers(const std::filesystem::path& dir,
     if (dead_server_pid > 0 && ds.shm_cpid != dead_server_pid) return;
     if (!process_gone(ds.shm_cpid)) return;
     if (SysvSegment::remove(id)) {
-      removed.push_back("SysV shm segment " + std::to_string(id) + " (" + what + ", created by pid " +
-                        std::to_string(ds.shm_cpid) + ")");
+      removed.push_back("SysV shm segment " + std::to_string(id) + " (" + what +
+                        ", created by pid " + std::to_string(ds.shm_cpid) + ")");
     }
   };
 
   // The control segment: by the key of the key file, if that is still there and ours...
   const auto key_path = dir / kSysvKeyFile;
-  struct stat st{};
+  struct stat st {};
   if (::lstat(key_path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid()) {
     const key_t key = ::ftok(key_path.c_str(), kSysvProjectId);
     const int id = key == -1 ? -1 : ::shmget(key, 0, 0);
