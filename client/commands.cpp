@@ -1,5 +1,7 @@
 #include "client/commands.hpp"
 
+#include <algorithm>
+
 #include "common/validate.hpp"
 
 namespace chat::client {
@@ -67,8 +69,10 @@ Command parse_command(std::string_view line) {
     if (room.empty()) return invalid("bad_room", "usage: /join ROOM");
     return with_name(Command::Kind::kJoin, room, false, "bad_room", "room name");
   }
-  if (cmd == "/part") return with_name(Command::Kind::kPart, first_word(rest, after), true, "bad_room", "room name");
-  if (cmd == "/who") return with_name(Command::Kind::kWho, first_word(rest, after), true, "bad_room", "room name");
+  if (cmd == "/part")
+    return with_name(Command::Kind::kPart, first_word(rest, after), true, "bad_room", "room name");
+  if (cmd == "/who")
+    return with_name(Command::Kind::kWho, first_word(rest, after), true, "bad_room", "room name");
   if (cmd == "/nick") {
     const std::string_view nick = first_word(rest, after);
     if (nick.empty()) return invalid("bad_nick", "usage: /nick NEW");
@@ -100,8 +104,8 @@ Command parse_command(std::string_view line) {
     c.kind = Command::Kind::kHelp;
     return c;
   }
-  return invalid("unknown_command",
-                 "unknown command " + sanitize_for_terminal(cmd) + " (try /help; // sends a literal /)");
+  return invalid("unknown_command", "unknown command " + sanitize_for_terminal(cmd) +
+                                        " (try /help; // sends a literal /)");
 }
 
 std::string_view help_text() {
@@ -115,6 +119,73 @@ std::string_view help_text() {
          "/quit [REASON]    leave the chat\n"
          "/help             this list\n"
          "//text            send a message that starts with '/'\n";
+}
+
+InputState::InputState(const std::string& room) : rooms_{room} {}
+
+const std::string& InputState::current_room() const {
+  static const std::string kNone;
+  return rooms_.empty() ? kNone : rooms_.back();
+}
+
+Step InputState::apply(const Command& c) {
+  namespace proto = protocol;
+  Step step;
+  const auto fail = [&](std::string code, std::string text) {
+    step.error = proto::Error{std::move(code), std::move(text)};
+    return step;
+  };
+  const auto find = [&](const std::string& room) {
+    return std::find_if(rooms_.begin(), rooms_.end(),
+                        [&](const std::string& r) { return fold_name(r) == fold_name(room); });
+  };
+  switch (c.kind) {
+    case Command::Kind::kNone:
+      return step;
+    case Command::Kind::kInvalid:
+      return fail(c.error_code, c.error_text);
+    case Command::Kind::kSay:
+    case Command::Kind::kAction:
+      if (rooms_.empty()) return fail("bad_room", "you are in no room; /join one first");
+      step.send = proto::Say{current_room(), c.text, c.kind == Command::Kind::kAction};
+      return step;
+    case Command::Kind::kJoin:
+      if (const auto it = find(c.arg); it != rooms_.end()) rooms_.erase(it);
+      rooms_.push_back(c.arg);
+      step.send = proto::Join{c.arg};
+      return step;
+    case Command::Kind::kPart: {
+      const std::string room = c.arg.empty() ? current_room() : c.arg;
+      if (room.empty()) return fail("bad_room", "you are in no room");
+      // Not found here: the server answers bad_room, so the user hears it from one place.
+      if (const auto it = find(room); it != rooms_.end()) rooms_.erase(it);
+      step.send = proto::Part{room};
+      return step;
+    }
+    case Command::Kind::kMsg:
+      step.send = proto::PrivateSend{c.arg, c.text};
+      return step;
+    case Command::Kind::kNick:
+      step.send = proto::NickChange{c.arg};
+      return step;
+    case Command::Kind::kWho: {
+      const std::string room = c.arg.empty() ? current_room() : c.arg;
+      if (room.empty()) return fail("bad_room", "you are in no room; say /who ROOM");
+      step.send = proto::WhoRequest{room};
+      return step;
+    }
+    case Command::Kind::kRooms:
+      step.send = proto::RoomsRequest{};
+      return step;
+    case Command::Kind::kHelp:
+      step.help = true;
+      return step;
+    case Command::Kind::kQuit:
+      step.send = proto::Quit{c.arg};
+      step.quit = true;
+      return step;
+  }
+  return step;
 }
 
 }  // namespace chat::client

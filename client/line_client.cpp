@@ -6,8 +6,9 @@
 
 #include <atomic>
 #include <cstdio>
+#include <functional>
+#include <map>
 #include <mutex>
-#include <set>
 #include <thread>
 
 #include "client/commands.hpp"
@@ -75,6 +76,10 @@ struct Shared {
   std::atomic<bool> synced{false};
   std::atomic<bool> stop{false};
   UniqueFd event{::eventfd(0, EFD_CLOEXEC)};
+  // Output the client made itself (errors it found, /help), waiting for the SyncAck of the
+  // token it was filed under.
+  std::mutex mutex;
+  std::map<std::uint64_t, std::function<void()>> deferred;
 
   void signal() {
     const std::uint64_t one = 1;
@@ -83,8 +88,7 @@ struct Shared {
 };
 
 void receive_loop(ChatSession& session, Printer& out, Shared& shared) {
-  proto::WhoReply who;
-  proto::RoomsReply rooms;
+  ListAssembler lists;
   proto::Message m;
   while (!shared.stop.load()) {
     const auto r = session.receive(m, kNoDeadline);
@@ -98,89 +102,33 @@ void receive_loop(ChatSession& session, Printer& out, Shared& shared) {
       if (ack->token == kFinalSync) {
         shared.synced.store(true);
         shared.signal();
+        continue;
       }
+      std::function<void()> show;
+      {
+        std::lock_guard lock(shared.mutex);
+        if (auto node = shared.deferred.extract(ack->token)) show = std::move(node.mapped());
+      }
+      if (show) show();
       continue;
     }
     if (std::holds_alternative<proto::Disconnected>(m)) shared.shutdown_notice.store(true);
-    // Long lists arrive in chunks; show each as one event.
-    if (auto* w = std::get_if<proto::WhoReply>(&m)) {
-      if (who.nicks.empty()) who.room = w->room;
-      who.nicks.insert(who.nicks.end(), w->nicks.begin(), w->nicks.end());
-      if (w->more) continue;
-      out.event(who);
-      who = {};
-      continue;
-    }
-    if (auto* rr = std::get_if<proto::RoomsReply>(&m)) {
-      rooms.rooms.insert(rooms.rooms.end(), rr->rooms.begin(), rr->rooms.end());
-      if (rr->more) continue;
-      out.event(rooms);
-      rooms = {};
-      continue;
-    }
-    out.event(m);
+    if (auto complete = lists.feed(std::move(m))) out.event(*complete);
   }
 }
 
 class InputHandler {
  public:
-  InputHandler(ChatSession& session, Printer& out)
-      : session_(session), out_(out), current_(session.welcome().room) {
-    rooms_.insert(current_);
-  }
+  InputHandler(ChatSession& session, Printer& out, Shared& shared)
+      : session_(session), out_(out), shared_(shared), state_(session.welcome().room) {}
 
   // Returns false once the user asked to quit.
   bool line(std::string_view text) {
-    const Command c = parse_command(text);
-    switch (c.kind) {
-      case Command::Kind::kNone:
-        return true;
-      case Command::Kind::kInvalid:
-        out_.error(c.error_code, c.error_text);
-        return true;
-      case Command::Kind::kSay:
-      case Command::Kind::kAction:
-        if (current_.empty()) {
-          out_.error("bad_room", "you are in no room; /join one first");
-          return true;
-        }
-        return send(proto::Say{current_, c.text, c.kind == Command::Kind::kAction});
-      case Command::Kind::kJoin:
-        current_ = c.arg;
-        rooms_.insert(c.arg);
-        return send(proto::Join{c.arg});
-      case Command::Kind::kPart: {
-        const std::string room = c.arg.empty() ? current_ : c.arg;
-        if (room.empty()) {
-          out_.error("bad_room", "you are in no room");
-          return true;
-        }
-        rooms_.erase(room);
-        if (room == current_) current_ = rooms_.empty() ? "" : *rooms_.begin();
-        return send(proto::Part{room});
-      }
-      case Command::Kind::kMsg:
-        return send(proto::PrivateSend{c.arg, c.text});
-      case Command::Kind::kNick:
-        return send(proto::NickChange{c.arg});
-      case Command::Kind::kWho: {
-        const std::string room = c.arg.empty() ? current_ : c.arg;
-        if (room.empty()) {
-          out_.error("bad_room", "you are in no room; say /who ROOM");
-          return true;
-        }
-        return send(proto::WhoRequest{room});
-      }
-      case Command::Kind::kRooms:
-        return send(proto::RoomsRequest{});
-      case Command::Kind::kHelp:
-        out_.text(std::string(help_text()));
-        return true;
-      case Command::Kind::kQuit:
-        send(proto::Quit{c.arg});
-        return false;
-    }
-    return true;
+    const Step step = state_.apply(parse_command(text));
+    if (step.error) show_later([&out = out_, e = *step.error] { out.error(e.code, e.text); });
+    if (step.help) show_later([&out = out_] { out.text(std::string(help_text())); });
+    if (step.send) send(*step.send);
+    return !step.quit && !lost_;
   }
 
   bool lost() const { return lost_; }
@@ -190,29 +138,36 @@ class InputHandler {
     if (!session_.send(m)) lost_ = true;
     return !lost_;
   }
+
+  // Shows `what` once the server has answered everything sent before it, so output keeps
+  // the order of the input lines: `printf '/join a\n/bad\n'` prints the join, then the error.
+  void show_later(std::function<void()> what) {
+    const std::uint64_t token = next_token_++;
+    {
+      std::lock_guard lock(shared_.mutex);
+      shared_.deferred.emplace(token, what);
+    }
+    if (!lost_ && send(proto::Sync{token})) return;
+    {
+      std::lock_guard lock(shared_.mutex);
+      shared_.deferred.erase(token);
+    }
+    what();
+  }
+
   ChatSession& session_;
   Printer& out_;
-  std::string current_;
-  std::set<std::string> rooms_;
+  Shared& shared_;
+  InputState state_;
+  std::uint64_t next_token_ = kFinalSync + 1;
   bool lost_ = false;
 };
 
 int connection_lost(ChatSession& session, Printer& out, const Shared& shared) {
-  proto::DisconnectReason reason;
-  std::string why;
-  if (shared.shutdown_notice.load()) {
-    reason = proto::DisconnectReason::kShutdown;
-    why = "the server shut down";
-  } else if (!session.server_alive()) {
-    reason = proto::DisconnectReason::kServerGone;
-    why = "the server died";
-    out.event(proto::Disconnected{reason});
-  } else {
-    reason = proto::DisconnectReason::kEvicted;
-    why = "the server dropped this client (too slow, or it broke the protocol)";
-    out.event(proto::Disconnected{reason});
-  }
-  std::fprintf(stderr, "chat: connection lost: %s (instance %s)\n", why.c_str(),
+  const ConnectionLoss loss = explain_loss(shared.shutdown_notice.load(), session.server_alive());
+  // The server's own notice was printed as it arrived.
+  if (!shared.shutdown_notice.load()) out.event(proto::Disconnected{loss.reason});
+  std::fprintf(stderr, "chat: connection lost: %s (instance %s)\n", loss.why.c_str(),
                session.instance().c_str());
   return kExitConnectionLost;
 }
@@ -229,13 +184,15 @@ int run_line_client(ChatSession& session, const LineOptions& options) {
     shared.stop.store(true);
     session.wake();
     receiver.join();
+    // Local output whose SyncAck never came (the connection ended first) is still shown.
+    for (auto& [token, show] : shared.deferred) show();
     return code;
   };
 
-  InputHandler input(session, out);
+  InputHandler input(session, out, shared);
   std::string pending;
-  bool reading = true;     // stdin still open and no /quit yet
-  bool quitting = false;   // Quit sent: wait for the server to close
+  bool reading = true;      // stdin still open and no /quit yet
+  bool quitting = false;    // Quit sent: wait for the server to close
   bool discarding = false;  // inside an overlong line: drop input up to its newline
   Deadline goodbye_deadline = kNoDeadline;
   char buf[64 << 10];
@@ -257,7 +214,8 @@ int run_line_client(ChatSession& session, const LineOptions& options) {
     }
     if (quitting && Clock::now() >= goodbye_deadline) return finish(kExitOk);
     pollfd fds[2] = {{shared.event.get(), POLLIN, 0}, {reading ? 0 : -1, POLLIN, 0}};
-    const int n = retry_eintr([&] { return ::poll(fds, 2, quitting ? poll_timeout_ms(goodbye_deadline) : -1); });
+    const int n = retry_eintr(
+        [&] { return ::poll(fds, 2, quitting ? poll_timeout_ms(goodbye_deadline) : -1); });
     if (n < 0) throw_system_error("poll", "chat");
     if (fds[0].revents & POLLIN) {
       std::uint64_t count;

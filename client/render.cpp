@@ -13,7 +13,9 @@ using nlohmann::json;
 
 namespace {
 
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 std::string local_clock(std::int64_t unix_ms) {
   const time_t secs = static_cast<time_t>(unix_ms / 1000);
@@ -24,7 +26,16 @@ std::string local_clock(std::int64_t unix_ms) {
   return buf;
 }
 
-// Picks one of six colours from the nick, so a nick always has the same colour.
+std::string dim(const std::string& s, const RenderContext& ctx) {
+  return ctx.color ? "\x1b[2m" + s + "\x1b[0m" : s;
+}
+
+std::string stamp(std::int64_t ms) {
+  return "[" + local_clock(ms) + "] ";
+}
+
+}  // namespace
+
 std::string colored_nick(const std::string& nick, const RenderContext& ctx) {
   const std::string clean = sanitize_for_terminal(nick);
   if (!ctx.color) return clean;
@@ -34,37 +45,48 @@ std::string colored_nick(const std::string& nick, const RenderContext& ctx) {
   return std::string("\x1b[") + kColors[h % 6] + "m" + clean + "\x1b[0m";
 }
 
-std::string dim(const std::string& s, const RenderContext& ctx) {
-  return ctx.color ? "\x1b[2m" + s + "\x1b[0m" : s;
-}
-
-std::string stamp(std::int64_t ms) { return "[" + local_clock(ms) + "] "; }
-
-}  // namespace
-
 std::string to_jsonl(const proto::Message& m, const RenderContext& ctx) {
   return std::visit(
       [&](const auto& v) -> std::string {
         using T = std::decay_t<decltype(v)>;
         if constexpr (std::is_same_v<T, proto::Welcome>) {
-          return dump({{"event", "welcome"}, {"nick", v.nick}, {"room", v.room},
-                       {"transport", ctx.transport}, {"instance", ctx.instance}});
+          return dump({{"event", "welcome"},
+                       {"nick", v.nick},
+                       {"room", v.room},
+                       {"transport", ctx.transport},
+                       {"instance", ctx.instance}});
         } else if constexpr (std::is_same_v<T, proto::RoomMessage>) {
-          return dump({{"event", "message"}, {"room", v.room}, {"from", v.from},
-                       {"text", v.text}, {"seq", v.seq}, {"time", format_rfc3339(v.time_ms)},
-                       {"action", v.action}, {"history", v.history}});
+          return dump({{"event", "message"},
+                       {"room", v.room},
+                       {"from", v.from},
+                       {"text", v.text},
+                       {"seq", v.seq},
+                       {"time", format_rfc3339(v.time_ms)},
+                       {"action", v.action},
+                       {"history", v.history}});
         } else if constexpr (std::is_same_v<T, proto::PrivateMessage>) {
-          return dump({{"event", "private"}, {"from", v.from}, {"to", v.to}, {"text", v.text},
+          return dump({{"event", "private"},
+                       {"from", v.from},
+                       {"to", v.to},
+                       {"text", v.text},
                        {"time", format_rfc3339(v.time_ms)}});
         } else if constexpr (std::is_same_v<T, proto::Joined>) {
-          return dump({{"event", "join"}, {"room", v.room}, {"nick", v.nick}, {"seq", v.seq},
+          return dump({{"event", "join"},
+                       {"room", v.room},
+                       {"nick", v.nick},
+                       {"seq", v.seq},
                        {"time", format_rfc3339(v.time_ms)}});
         } else if constexpr (std::is_same_v<T, proto::Parted>) {
-          return dump({{"event", "part"}, {"room", v.room}, {"nick", v.nick}, {"seq", v.seq},
+          return dump({{"event", "part"},
+                       {"room", v.room},
+                       {"nick", v.nick},
+                       {"seq", v.seq},
                        {"time", format_rfc3339(v.time_ms)},
                        {"reason", std::string(proto::to_string(v.reason))}});
         } else if constexpr (std::is_same_v<T, proto::NickChanged>) {
-          json j = {{"event", "nick"}, {"old", v.old_nick}, {"new", v.new_nick},
+          json j = {{"event", "nick"},
+                    {"old", v.old_nick},
+                    {"new", v.new_nick},
                     {"time", format_rfc3339(v.time_ms)}};
           if (!v.room.empty()) {
             j["room"] = v.room;
@@ -82,7 +104,8 @@ std::string to_jsonl(const proto::Message& m, const RenderContext& ctx) {
         } else if constexpr (std::is_same_v<T, proto::Error>) {
           return dump({{"event", "error"}, {"code", v.code}, {"text", v.text}});
         } else if constexpr (std::is_same_v<T, proto::Disconnected>) {
-          return dump({{"event", "disconnected"}, {"reason", std::string(proto::to_string(v.reason))}});
+          return dump(
+              {{"event", "disconnected"}, {"reason", std::string(proto::to_string(v.reason))}});
         } else {
           return {};
         }
@@ -142,6 +165,32 @@ std::string to_text(const proto::Message& m, const RenderContext& ctx) {
         }
       },
       m);
+}
+
+std::optional<proto::Message> ListAssembler::feed(proto::Message&& m) {
+  if (auto* w = std::get_if<proto::WhoReply>(&m)) {
+    if (who_.nicks.empty()) who_.room = w->room;
+    who_.nicks.insert(who_.nicks.end(), w->nicks.begin(), w->nicks.end());
+    if (w->more) return std::nullopt;
+    proto::WhoReply done = std::move(who_);
+    who_ = {};
+    return done;
+  }
+  if (auto* r = std::get_if<proto::RoomsReply>(&m)) {
+    rooms_.rooms.insert(rooms_.rooms.end(), r->rooms.begin(), r->rooms.end());
+    if (r->more) return std::nullopt;
+    proto::RoomsReply done = std::move(rooms_);
+    rooms_ = {};
+    return done;
+  }
+  return std::move(m);
+}
+
+ConnectionLoss explain_loss(bool shutdown_notice, bool server_alive) {
+  if (shutdown_notice) return {proto::DisconnectReason::kShutdown, "the server shut down"};
+  if (!server_alive) return {proto::DisconnectReason::kServerGone, "the server died"};
+  return {proto::DisconnectReason::kEvicted,
+          "the server dropped this client (too slow, or it broke the protocol)"};
 }
 
 }  // namespace chat::client

@@ -18,16 +18,19 @@ std::unique_ptr<ChatSession> ChatSession::open(const SessionOptions& o) {
   if (!info) {
     throw SessionError(kExitNoServer,
                        "no chatd is running for instance '" + o.instance + "' (looked in " +
-                           (base / o.instance).string() + "); start one with: chatd --instance=" +
-                           o.instance + (o.runtime_dir.empty() ? "" : " --runtime-dir=" + o.runtime_dir));
+                           (base / o.instance).string() +
+                           "); start one with: chatd --instance=" + o.instance +
+                           (o.runtime_dir.empty() ? "" : " --runtime-dir=" + o.runtime_dir));
   }
   if (!o.transport.empty() && o.transport != info->transport) {
-    throw SessionError(kExitUsage, "--transport=" + o.transport + " does not match the server's transport '" +
+    throw SessionError(kExitUsage, "--transport=" + o.transport +
+                                       " does not match the server's transport '" +
                                        info->transport + "'");
   }
   if (info->protocol != proto::kVersion) {
-    throw SessionError(kExitFailure, "the server speaks protocol " + std::to_string(info->protocol) +
-                                         ", this client " + std::to_string(proto::kVersion));
+    throw SessionError(kExitFailure, "the server speaks protocol " +
+                                         std::to_string(info->protocol) + ", this client " +
+                                         std::to_string(proto::kVersion));
   }
   const transport::Backend* backend = transport::find_backend(info->transport);
   if (backend == nullptr) {
@@ -65,7 +68,8 @@ std::unique_ptr<ChatSession> ChatSession::open(const SessionOptions& o) {
   proto::Message m;
   for (;;) {
     const Result r = s->receive(m, deadline);
-    if (r == Result::kTimeout) throw SessionError(kExitFailure, "the server did not answer the hello");
+    if (r == Result::kTimeout)
+      throw SessionError(kExitFailure, "the server did not answer the hello");
     if (r == Result::kClosed) {
       throw SessionError(kExitConnectionLost, "the server closed the connection during the hello");
     }
@@ -75,8 +79,8 @@ std::unique_ptr<ChatSession> ChatSession::open(const SessionOptions& o) {
     }
     if (auto* e = std::get_if<proto::Error>(&m)) {
       const int code = e->code == "nick_in_use" || e->code == "bad_nick" ? kExitNickRejected
-                       : e->code == "bad_room"                             ? kExitUsage
-                                                                           : kExitFailure;
+                       : e->code == "bad_room"                           ? kExitUsage
+                                                                         : kExitFailure;
       throw SessionError(code, e->code + ": " + e->text);
     }
   }

@@ -43,8 +43,8 @@ std::vector<IniEntry> parse_ini(std::istream& in, const std::string& path) {
 
 void OptionSources::from_file(const std::string& path, const std::vector<IniEntry>& entries) {
   for (const auto& e : entries) {
-    where_.try_emplace(e.key, "config " + path + " line " + std::to_string(e.line) + ", key '" +
-                                  e.key + "'");
+    where_.try_emplace(
+        e.key, "config " + path + " line " + std::to_string(e.line) + ", key '" + e.key + "'");
   }
 }
 

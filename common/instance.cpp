@@ -39,8 +39,11 @@ fs::path resolve_runtime_base(const std::string& runtime_dir) {
 }
 
 nlohmann::json to_json(const InstanceInfo& info) {
-  return {{"instance", info.instance}, {"transport", info.transport}, {"pid", info.pid},
-          {"protocol", info.protocol}, {"objects", info.objects}};
+  return {{"instance", info.instance},
+          {"transport", info.transport},
+          {"pid", info.pid},
+          {"protocol", info.protocol},
+          {"objects", info.objects}};
 }
 
 InstanceInfo instance_info_from_json(const nlohmann::json& j) {
@@ -58,7 +61,7 @@ InstanceInfo instance_info_from_json(const nlohmann::json& j) {
 }
 
 void check_private_dir(const fs::path& dir) {
-  struct stat st{};
+  struct stat st {};
   if (::lstat(dir.c_str(), &st) != 0) throw_system_error("lstat", dir.string());
   if (S_ISLNK(st.st_mode)) {
     throw UsageError("runtime dir " + dir.string() + " is a symlink; refusing to use it");
@@ -75,9 +78,10 @@ void check_private_dir(const fs::path& dir) {
 }
 
 UniqueFd open_private_file(const fs::path& path, int flags, mode_t mode) {
-  UniqueFd fd(retry_eintr([&] { return ::open(path.c_str(), flags | O_NOFOLLOW | O_CLOEXEC, mode); }));
+  UniqueFd fd(
+      retry_eintr([&] { return ::open(path.c_str(), flags | O_NOFOLLOW | O_CLOEXEC, mode); }));
   if (!fd) throw_system_error("open", path.string());
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd.get(), &st) != 0) throw_system_error("fstat", path.string());
   if (!S_ISREG(st.st_mode) || st.st_uid != ::geteuid()) {
     throw UsageError(path.string() + " is not a regular file owned by us; refusing to use it");
@@ -87,7 +91,8 @@ UniqueFd open_private_file(const fs::path& path, int flags, mode_t mode) {
 
 InstanceDir InstanceDir::acquire(const fs::path& base, const std::string& instance) {
   if (!is_valid_name(instance)) {
-    throw UsageError("--instance: '" + instance + "' is not a valid name (1-32 of A-Z a-z 0-9 _ - .)");
+    throw UsageError("--instance: '" + instance +
+                     "' is not a valid name (1-32 of A-Z a-z 0-9 _ - .)");
   }
   make_private_dir(base);
   fs::path dir = base / instance;

@@ -5,7 +5,7 @@
 
 namespace chat {
 
-inline constexpr std::size_t kMaxNameBytes = 32;   // nick or room
+inline constexpr std::size_t kMaxNameBytes = 32;    // nick or room
 inline constexpr std::size_t kMaxTextBytes = 4000;  // one message
 // Largest encoded frame any transport must carry: equal to PIPE_BUF so a FIFO write of one
 // frame is atomic. The codec guarantees every message it encodes fits.

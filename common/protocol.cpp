@@ -90,7 +90,8 @@ class Reader {
   std::uint64_t u(int n, const char* field) {
     if (!take(static_cast<std::size_t>(n), field)) return 0;
     std::uint64_t v = 0;
-    for (int i = 0; i < n; ++i) v |= std::uint64_t(std::to_integer<std::uint8_t>(p_[pos_ - n + i])) << (8 * i);
+    for (int i = 0; i < n; ++i)
+      v |= std::uint64_t(std::to_integer<std::uint8_t>(p_[pos_ - n + i])) << (8 * i);
     return v;
   }
   std::int64_t i64(const char* field) { return static_cast<std::int64_t>(u(8, field)); }
@@ -124,7 +125,9 @@ class Reader {
   std::string error_;
 };
 
-std::uint16_t flag(bool b, std::uint16_t f) { return b ? f : 0; }
+std::uint16_t flag(bool b, std::uint16_t f) {
+  return b ? f : 0;
+}
 
 }  // namespace
 
@@ -154,7 +157,9 @@ std::string_view to_string(DisconnectReason r) {
   return "shutdown";
 }
 
-bool is_client_message(const Message& m) { return m.index() <= 9; }
+bool is_client_message(const Message& m) {
+  return m.index() <= 9;
+}
 
 Frame encode(const Message& m) {
   return std::visit(
@@ -203,8 +208,7 @@ Frame encode(const Message& m) {
           w.str8(v.nick), w.str8(v.room);
           return w.finish();
         } else if constexpr (std::is_same_v<T, RoomMessage>) {
-          Writer w(Type::kRoomMessage,
-                   flag(v.action, kFlagAction) | flag(v.history, kFlagHistory));
+          Writer w(Type::kRoomMessage, flag(v.action, kFlagAction) | flag(v.history, kFlagHistory));
           w.str8(v.room), w.str8(v.from), w.str16(v.text), w.u(v.seq, 8), w.i64(v.time_ms);
           return w.finish();
         } else if constexpr (std::is_same_v<T, PrivateMessage>) {
@@ -222,8 +226,7 @@ Frame encode(const Message& m) {
           return w.finish();
         } else if constexpr (std::is_same_v<T, NickChanged>) {
           Writer w(Type::kNickChanged, 0);
-          w.str8(v.old_nick), w.str8(v.new_nick), w.str8(v.room), w.u(v.seq, 8),
-              w.i64(v.time_ms);
+          w.str8(v.old_nick), w.str8(v.new_nick), w.str8(v.room), w.u(v.seq, 8), w.i64(v.time_ms);
           return w.finish();
         } else if constexpr (std::is_same_v<T, WhoReply>) {
           Writer w(Type::kWhoReply, flag(v.more, kFlagMore));

@@ -130,10 +130,10 @@ struct SyncAck {
   std::uint64_t token = 0;
 };
 
-using Message = std::variant<Hello, Say, Join, Part, PrivateSend, NickChange, WhoRequest,
-                             RoomsRequest, Quit, Sync, Welcome, RoomMessage, PrivateMessage,
-                             Joined, Parted, NickChanged, WhoReply, RoomsReply, Notice, Error,
-                             Disconnected, SyncAck>;
+using Message =
+    std::variant<Hello, Say, Join, Part, PrivateSend, NickChange, WhoRequest, RoomsRequest, Quit,
+                 Sync, Welcome, RoomMessage, PrivateMessage, Joined, Parted, NickChanged, WhoReply,
+                 RoomsReply, Notice, Error, Disconnected, SyncAck>;
 
 // True for the messages a client may send to the server.
 bool is_client_message(const Message& m);

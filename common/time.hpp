@@ -12,7 +12,9 @@ namespace chat {
 using Clock = std::chrono::steady_clock;  // CLOCK_MONOTONIC on Linux
 using Deadline = Clock::time_point;
 
-inline Deadline deadline_after(Clock::duration d) { return Clock::now() + d; }
+inline Deadline deadline_after(Clock::duration d) {
+  return Clock::now() + d;
+}
 inline constexpr Deadline kNoDeadline = Deadline::max();
 
 // `d` as an absolute CLOCK_MONOTONIC timespec (for pthread_cond_clockwait, sem_clockwait...).

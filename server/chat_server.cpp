@@ -1,6 +1,7 @@
 #include "server/chat_server.hpp"
 
 #include <algorithm>
+#include <array>
 
 #include "common/time.hpp"
 #include "common/validate.hpp"
@@ -24,9 +25,9 @@ struct ChatServer::Outbox {
 struct ChatServer::Session : std::enable_shared_from_this<Session> {
   ClientId id = 0;
   pid_t pid = 0;
-  std::string nick;            // empty until the hello is accepted
+  std::string nick;             // empty until the hello is accepted
   std::set<std::string> rooms;  // folded names of the rooms it is in
-  bool ended = false;          // quit, refused or evicted: further input is ignored
+  bool ended = false;           // quit, refused or evicted: further input is ignored
   Outbox out;
 
   std::string describe() const {
@@ -61,34 +62,45 @@ void ChatServer::connected(ClientId id, pid_t pid) {
 }
 
 void ChatServer::received(ClientId id, std::span<const std::byte> frame) {
+  const Received one{id, frame};
+  received(std::span<const Received>(&one, 1));
+}
+
+void ChatServer::received(std::span<const Received> frames) {
   Effects fx;
   {
     std::lock_guard lock(mutex_);
-    const auto it = sessions_.find(id);
-    if (it == sessions_.end() || it->second->ended) return;
-    Session& s = *it->second;
-    proto::DecodeResult r = proto::decode(frame);
-    if (r.message && !proto::is_client_message(*r.message)) {
-      r.error = "a server message sent by a client";
-      r.message.reset();
+    for (const auto& r : frames) {
+      receive_locked(r.id, r.frame, fx);
+      settle(fx);
     }
-    if (!r.message) {
-      logger_.warn(s.describe() + " sent a malformed frame (" + r.error + "); disconnecting it");
-      leave_everything(s, proto::PartReason::kLost, fx);
-      forget(s);
-      {
-        std::lock_guard out(s.out.mutex);
-        s.out.closed = true;
-        s.out.queue.clear();
-        link_.close(id);
-      }
-      sessions_.erase(it);
-    } else {
-      handle(s, std::move(*r.message), fx);
-    }
-    settle(fx);
   }
   flush(fx);
+}
+
+void ChatServer::receive_locked(ClientId id, std::span<const std::byte> frame, Effects& fx) {
+  const auto it = sessions_.find(id);
+  if (it == sessions_.end() || it->second->ended) return;
+  Session& s = *it->second;
+  proto::DecodeResult r = proto::decode(frame);
+  if (r.message && !proto::is_client_message(*r.message)) {
+    r.error = "a server message sent by a client";
+    r.message.reset();
+  }
+  if (!r.message) {
+    logger_.warn(s.describe() + " sent a malformed frame (" + r.error + "); disconnecting it");
+    leave_everything(s, proto::PartReason::kLost, fx);
+    forget(s);
+    {
+      std::lock_guard out(s.out.mutex);
+      s.out.closed = true;
+      s.out.queue.clear();
+      link_.close(id);
+    }
+    sessions_.erase(it);
+  } else {
+    handle(s, std::move(*r.message), fx);
+  }
 }
 
 void ChatServer::writable(ClientId id) {
@@ -135,8 +147,7 @@ void ChatServer::shutdown() {
   {
     std::lock_guard lock(mutex_);
     shut_down_ = true;
-    const auto frame =
-        std::make_shared<const proto::Frame>(proto::encode(proto::Disconnected{}));
+    const auto frame = std::make_shared<const proto::Frame>(proto::encode(proto::Disconnected{}));
     for (auto& [id, s] : sessions_) {
       std::lock_guard out(s->out.mutex);
       if (!s->out.closed) {
@@ -168,10 +179,26 @@ ChatStats ChatServer::stats() const {
   st.rooms = rooms_.size();
   st.messages = messages_;
   st.evictions = evictions_;
-  for (const auto& [id, s] : sessions_) {
-    std::lock_guard out(s->out.mutex);
-    st.queued_bytes += s->out.bytes;
+  for (const auto& [key, room] : rooms_) {
+    st.room_list.push_back({room->name, room->members.size(), room->seq, room->history.size()});
   }
+  for (const auto& [id, s] : sessions_) {
+    ClientStats c;
+    c.id = id;
+    c.pid = s->pid;
+    c.nick = s->nick;
+    for (const auto& key : s->rooms) c.rooms.push_back(rooms_.at(key)->name);
+    {
+      std::lock_guard out(s->out.mutex);
+      c.queued_frames = s->out.queue.size();
+      c.queued_bytes = s->out.bytes;
+      c.blocked = s->out.blocked;
+    }
+    st.queued_bytes += c.queued_bytes;
+    st.client_list.push_back(std::move(c));
+  }
+  std::sort(st.client_list.begin(), st.client_list.end(),
+            [](const ClientStats& a, const ClientStats& b) { return a.id < b.id; });
   return st;
 }
 
@@ -289,8 +316,7 @@ void ChatServer::join(Session& s, const std::string& name, Effects& fx) {
   broadcast(room, proto::Joined{room.name, s.nick, ++room.seq, now_unix_ms()}, fx);
 }
 
-void ChatServer::part(Session& s, const std::string& name, proto::PartReason reason,
-                      Effects& fx) {
+void ChatServer::part(Session& s, const std::string& name, proto::PartReason reason, Effects& fx) {
   const std::string key = fold_name(name);
   const auto it = rooms_.find(key);
   if (it == rooms_.end() || !it->second->members.contains(s.id)) {
@@ -329,8 +355,7 @@ void ChatServer::nick(Session& s, proto::NickChange&& m, Effects& fx) {
   }
   for (const auto& key : s.rooms) {
     Room& room = *rooms_.at(key);
-    broadcast(room, proto::NickChanged{old_nick, s.nick, room.name, ++room.seq, now_unix_ms()},
-              fx);
+    broadcast(room, proto::NickChanged{old_nick, s.nick, room.name, ++room.seq, now_unix_ms()}, fx);
   }
 }
 
@@ -393,6 +418,9 @@ void ChatServer::send_frame(Session& s, std::shared_ptr<const proto::Frame> fram
     if (s.out.closed) return;
     s.out.bytes += frame->size();
     s.out.queue.push_back(std::move(frame));
+    // Frames the link was never offered are no backlog: a batch queues a lot before its one
+    // flush, so try the link before calling a client too slow (it does nothing if blocked).
+    if (s.out.bytes > options_.client_queue_bytes && !s.ended) flush_one(s);
     over = s.out.bytes > options_.client_queue_bytes;
   }
   fx.touched.push_back(s.shared_from_this());
@@ -454,10 +482,10 @@ void ChatServer::settle(Effects& fx) {
 
 void ChatServer::flush(Effects& fx) {
   std::vector<ClientId> closed;
-  Session* last = nullptr;
+  // Each client once, however many frames it got: its whole backlog goes out as one batch.
+  std::sort(fx.touched.begin(), fx.touched.end());
+  fx.touched.erase(std::unique(fx.touched.begin(), fx.touched.end()), fx.touched.end());
   for (const auto& s : fx.touched) {
-    if (s.get() == last) continue;  // consecutive frames to one client: one flush
-    last = s.get();
     std::lock_guard out(s->out.mutex);
     if (flush_one(*s)) closed.push_back(s->id);
   }
@@ -467,16 +495,21 @@ void ChatServer::flush(Effects& fx) {
 }
 
 bool ChatServer::flush_one(Session& s) {
+  constexpr std::size_t kBatch = 64;  // frames per Link::send_batch
   Outbox& o = s.out;
   while (!o.blocked && !o.closed && !o.queue.empty()) {
-    const auto& frame = *o.queue.front();
-    const SendResult r = link_.send(s.id, frame);
-    if (r == SendResult::kSent) {
-      o.bytes -= frame.size();
+    std::array<std::span<const std::byte>, kBatch> frames;
+    const std::size_t n = std::min(kBatch, o.queue.size());
+    for (std::size_t i = 0; i < n; ++i) frames[i] = *o.queue[i];
+    SendResult r = SendResult::kSent;
+    const std::size_t sent = link_.send_batch(s.id, std::span(frames.data(), n), r);
+    for (std::size_t i = 0; i < sent; ++i) {
+      o.bytes -= o.queue.front()->size();
       o.queue.pop_front();
-    } else if (r == SendResult::kFull) {
+    }
+    if (r == SendResult::kFull) {
       o.blocked = true;
-    } else {
+    } else if (r != SendResult::kSent) {
       // The transport reports the disconnect itself; until then nothing can be delivered.
       o.queue.clear();
       o.bytes = 0;

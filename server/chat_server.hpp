@@ -30,6 +30,19 @@ class Link {
   virtual ~Link() = default;
   // Non-blocking; kFull means "call ChatServer::writable(id) when there is room again".
   virtual SendResult send(ClientId id, std::span<const std::byte> frame) = 0;
+  // Sends frames to one client in order, waking it at most once (ServerEndpoint::send_batch):
+  // how many were sent; `stopped` as there. The default calls send() for each.
+  virtual std::size_t send_batch(ClientId id, std::span<const std::span<const std::byte>> frames,
+                                 SendResult& stopped) {
+    std::size_t sent = 0;
+    stopped = SendResult::kSent;
+    for (const auto& frame : frames) {
+      stopped = send(id, frame);
+      if (stopped != SendResult::kSent) break;
+      ++sent;
+    }
+    return sent;
+  }
   // Ends the connection; no frame is sent to `id` afterwards.
   virtual void close(ClientId id) = 0;
 };
@@ -40,12 +53,31 @@ struct ChatOptions {
   std::size_t client_queue_bytes = 1 << 20;  // evict a client whose backlog grows past this
 };
 
+struct RoomStats {
+  std::string name;
+  std::size_t members = 0;
+  std::uint64_t seq = 0;    // of the room's last event
+  std::size_t history = 0;  // messages kept for members who join
+};
+
+struct ClientStats {
+  ClientId id = 0;
+  pid_t pid = 0;
+  std::string nick;  // empty until its hello is accepted
+  std::vector<std::string> rooms;
+  std::size_t queued_frames = 0;  // the backlog the server keeps for it...
+  std::size_t queued_bytes = 0;   // ...which evicts it past client_queue_bytes
+  bool blocked = false;           // its transport buffers are full
+};
+
 struct ChatStats {
-  std::size_t clients = 0;
+  std::size_t clients = 0;  // with an accepted hello
   std::size_t rooms = 0;
   std::uint64_t messages = 0;
   std::uint64_t evictions = 0;
-  std::size_t queued_bytes = 0;  // sum of all client backlogs
+  std::size_t queued_bytes = 0;          // sum of all client backlogs
+  std::vector<RoomStats> room_list;      // by folded name
+  std::vector<ClientStats> client_list;  // every connection, by id
 };
 
 // Thread-safe. Calls for one client must not overlap and must come in the order the
@@ -57,6 +89,15 @@ class ChatServer {
 
   void connected(ClientId id, pid_t pid);
   void received(ClientId id, std::span<const std::byte> frame);
+  // One frame from one client, for received(std::span<const Received>).
+  struct Received {
+    ClientId id;
+    std::span<const std::byte> frame;
+  };
+  // Frames from clients handled in order as one batch: the state lock is taken once, and each
+  // client's resulting frames are sent together after the last (one wake-up per client per
+  // batch, not per message). Same per-client rules as received().
+  void received(std::span<const Received> frames);
   void writable(ClientId id);
   // The transport lost the client; its rooms see `part` with reason lost.
   void disconnected(ClientId id, transport::ServerEvent::Gone how, const std::string& detail);
@@ -73,10 +114,11 @@ class ChatServer {
   struct Room;
   // What handling one event left to do once the state lock is released.
   struct Effects {
-    std::vector<std::shared_ptr<Session>> touched;  // outboxes that got frames: flush them
+    std::vector<std::shared_ptr<Session>> touched;     // outboxes that got frames: flush them
     std::vector<std::shared_ptr<Session>> over_limit;  // backlogs past client_queue_bytes
   };
 
+  void receive_locked(ClientId id, std::span<const std::byte> frame, Effects& fx);
   void handle(Session& s, protocol::Message&& m, Effects& fx);
   void hello(Session& s, protocol::Hello&& m, Effects& fx);
   void say(Session& s, protocol::Say&& m, Effects& fx);
@@ -109,7 +151,7 @@ class ChatServer {
   const ChatOptions options_;
   mutable std::mutex mutex_;  // guards everything below and every Session's non-outbox state
   std::unordered_map<ClientId, std::shared_ptr<Session>> sessions_;
-  std::unordered_map<std::string, Session*> by_nick_;  // folded nick -> named session
+  std::unordered_map<std::string, Session*> by_nick_;   // folded nick -> named session
   std::map<std::string, std::unique_ptr<Room>> rooms_;  // folded room name -> room
   std::uint64_t messages_ = 0;
   std::uint64_t evictions_ = 0;

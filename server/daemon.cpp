@@ -14,6 +14,7 @@
 #include "common/instance.hpp"
 #include "common/protocol.hpp"
 #include "server/chat_server.hpp"
+#include "server/status.hpp"
 #include "server/thread_pool.hpp"
 #include "transport/factory.hpp"
 
@@ -21,6 +22,10 @@ namespace chat::server {
 namespace {
 
 constexpr std::size_t kTasksPerWorker = 256;  // batches of events, not single frames
+constexpr int kMaxIoFailures = 100;           // in a row, 10 ms apart
+// A batch this small for an idle worker runs on the I/O thread itself: handing it over would
+// cost a wake-up of the worker, the largest part of a round trip through an idle server.
+constexpr std::size_t kInlineEvents = 4;
 
 // ChatServer's Link over a transport endpoint.
 class EndpointLink final : public Link {
@@ -29,11 +34,41 @@ class EndpointLink final : public Link {
   SendResult send(ClientId id, std::span<const std::byte> frame) override {
     return endpoint_.send(id, frame);
   }
+  std::size_t send_batch(ClientId id, std::span<const std::span<const std::byte>> frames,
+                         SendResult& stopped) override {
+    return endpoint_.send_batch(id, frames, stopped);
+  }
   void close(ClientId id) override { endpoint_.close(id); }
 
  private:
   transport::ServerEndpoint& endpoint_;
 };
+
+// Consecutive frames handled as one ChatServer batch at most: bounds how long the first
+// message of a batch waits for the deliveries of the last.
+constexpr std::size_t kFramesPerBatch = 32;
+
+void dispatch(ChatServer& chat, transport::ServerEvent& ev);
+
+// Runs a worker's events in order; runs of frames go to ChatServer as batches, so each member
+// is woken once per batch rather than once per message.
+void dispatch_all(ChatServer& chat, std::vector<transport::ServerEvent>& events) {
+  std::vector<ChatServer::Received> run;
+  const auto flush_run = [&] {
+    if (!run.empty()) chat.received(run);
+    run.clear();
+  };
+  for (auto& ev : events) {
+    if (ev.kind == transport::ServerEvent::Kind::kFrame) {
+      run.push_back({ev.client, ev.frame});
+      if (run.size() == kFramesPerBatch) flush_run();
+      continue;
+    }
+    flush_run();
+    dispatch(chat, ev);
+  }
+  flush_run();
+}
 
 void dispatch(ChatServer& chat, transport::ServerEvent& ev) {
   using Kind = transport::ServerEvent::Kind;
@@ -113,8 +148,10 @@ int run_daemon(const DaemonOptions& o, const Logger& logger) {
   lo.max_clients = o.max_clients;
   lo.logger = &logger;
   std::unique_ptr<transport::ServerEndpoint> endpoint;
+  std::optional<StatusListener> status;
   try {
     endpoint = backend->listen(lo);
+    status.emplace(dir->path());
     InstanceInfo info;
     info.instance = o.instance;
     info.transport = o.transport;
@@ -123,6 +160,7 @@ int run_daemon(const DaemonOptions& o, const Logger& logger) {
     info.objects = endpoint->objects();
     dir->publish(info);
   } catch (...) {
+    status.reset();
     endpoint.reset();
     remove_leftovers(*dir);
     dir->remove();
@@ -138,23 +176,38 @@ int run_daemon(const DaemonOptions& o, const Logger& logger) {
   std::thread io([&] {
     std::vector<transport::ServerEvent> events;
     std::vector<std::vector<transport::ServerEvent>> batches(pool.size());
-    try {
-      while (!stop.load(std::memory_order_acquire)) {
+    // A failure here (out of descriptors while accepting, say) is logged and retried; only
+    // a failure that persists ends the server.
+    int failures = 0;
+    while (!stop.load(std::memory_order_acquire)) {
+      try {
         events.clear();
         endpoint->poll(events, deadline_after(std::chrono::seconds(1)));
         for (auto& ev : events) batches[ev.client % pool.size()].push_back(std::move(ev));
         for (std::size_t w = 0; w < batches.size(); ++w) {
           if (batches[w].empty()) continue;
-          pool.submit(w, [&chat, batch = std::move(batches[w])]() mutable {
-            for (auto& ev : batch) dispatch(chat, ev);
-          });
+          if (batches[w].size() <= kInlineEvents) {
+            // Moved out first: should it throw, the batch is not dispatched a second time.
+            auto batch = std::move(batches[w]);
+            batches[w].clear();
+            if (pool.run_here_if_idle(w, [&] { dispatch_all(chat, batch); })) continue;
+            batches[w] = std::move(batch);
+          }
+          pool.submit(
+              w, [&chat, batch = std::move(batches[w])]() mutable { dispatch_all(chat, batch); });
           batches[w].clear();
         }
+        failures = 0;
+      } catch (const std::exception& e) {
+        logger.error(std::string("I/O thread: ") + e.what());
+        if (++failures == kMaxIoFailures) {
+          logger.error("I/O thread keeps failing; giving up");
+          const std::uint64_t one = 1;
+          [[maybe_unused]] ssize_t n = ::write(io_failed.get(), &one, sizeof one);
+          return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
       }
-    } catch (const std::exception& e) {
-      logger.error(std::string("I/O thread failed: ") + e.what());
-      const std::uint64_t one = 1;
-      [[maybe_unused]] ssize_t n = ::write(io_failed.get(), &one, sizeof one);
     }
   });
 
@@ -162,8 +215,28 @@ int run_daemon(const DaemonOptions& o, const Logger& logger) {
               dir->path().string() + " with " + std::to_string(o.workers) + " workers (pid " +
               std::to_string(::getpid()) + ")");
   int code = kExitOk;
-  pollfd fds[2] = {{signals.get(), POLLIN, 0}, {io_failed.get(), POLLIN, 0}};
-  while (retry_eintr([&] { return ::poll(fds, 2, -1); }) <= 0) {
+  DaemonFacts facts;
+  facts.instance = o.instance;
+  facts.transport = o.transport;
+  facts.pid = ::getpid();
+  facts.started = Clock::now();
+  facts.workers = o.workers;
+  facts.max_clients = o.max_clients;
+  facts.history = o.history;
+  facts.client_queue_bytes = o.client_queue_bytes;
+  // The main thread waits for a termination signal or a failed I/O thread, and answers
+  // `chatd --status` meanwhile.
+  pollfd fds[3] = {
+      {signals.get(), POLLIN, 0}, {io_failed.get(), POLLIN, 0}, {status->fd(), POLLIN, 0}};
+  for (;;) {
+    if (retry_eintr([&] { return ::poll(fds, 3, -1); }) <= 0) continue;
+    if ((fds[0].revents | fds[1].revents) & POLLIN) break;
+    if (fds[2].revents & POLLIN) {
+      facts.pending_tasks = pool.pending();
+      status->serve(status_document(facts, chat.stats())
+                        .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+                    "\n");
+    }
   }
   if (fds[0].revents & POLLIN) {
     signalfd_siginfo si{};
@@ -178,6 +251,7 @@ int run_daemon(const DaemonOptions& o, const Logger& logger) {
   io.join();
   pool.stop();
   chat.shutdown();
+  status.reset();
   endpoint.reset();  // removes the transport's objects
   dir->remove();
   logger.info("shut down cleanly");

@@ -7,9 +7,11 @@
 
 #include "common/config.hpp"
 #include "common/error.hpp"
+#include "common/instance.hpp"
 #include "common/limits.hpp"
 #include "common/validate.hpp"
 #include "server/daemon.hpp"
+#include "server/status.hpp"
 #include "transport/factory.hpp"
 
 namespace po = boost::program_options;
@@ -23,6 +25,8 @@ struct Parsed {
   chat::server::DaemonOptions daemon;
   chat::LogLevel log_level = chat::LogLevel::kInfo;
   bool cleanup = false;
+  bool status = false;
+  bool json = false;
   bool help = false;
   bool version = false;
 };
@@ -30,34 +34,39 @@ struct Parsed {
 po::options_description configurable() {
   po::options_description d("Options (also as 'key = value' lines in --config)");
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  d.add_options()
-      ("transport", po::value<std::string>()->default_value("cond"),
-       ("IPC backend: " + chat::transport::backend_names()).c_str())
-      ("instance", po::value<std::string>()->default_value("default"),
-       "instance name; servers with different names run side by side")
-      ("workers", po::value<long long>()->default_value(cores),
-       "worker threads in the dispatch pool (default: number of cores)")
-      ("history", po::value<long long>()->default_value(100),
-       "room messages replayed to a member who joins")
-      ("max-clients", po::value<long long>()->default_value(256),
-       "clients at once; further hellos get a server_full error")
-      ("client-queue-bytes", po::value<long long>()->default_value(1 << 20),
-       "backlog the server keeps for one slow client before evicting it")
-      ("runtime-dir", po::value<std::string>()->default_value(""),
-       "base directory (default $XDG_RUNTIME_DIR/ipchat, else /tmp/ipchat-UID); the instance "
-       "lives in DIR/INSTANCE")
-      ("log-level", po::value<std::string>()->default_value("info"),
-       "debug, info, warn or error");
+  // clang-format off: one option per line reads better than what the formatter makes of it
+  d.add_options()("transport", po::value<std::string>()->default_value("cond"),
+                  ("IPC backend: " + chat::transport::backend_names()).c_str())(
+      "instance", po::value<std::string>()->default_value("default"),
+      "instance name; servers with different names run side by side")(
+      "workers", po::value<long long>()->default_value(cores),
+      "worker threads in the dispatch pool (default: number of cores)")(
+      "history", po::value<long long>()->default_value(100),
+      "room messages replayed to a member who joins")(
+      "max-clients", po::value<long long>()->default_value(256),
+      "clients at once; further hellos get a server_full error")(
+      "client-queue-bytes", po::value<long long>()->default_value(1 << 20),
+      "backlog the server keeps for one slow client before evicting it")(
+      "runtime-dir", po::value<std::string>()->default_value(""),
+      "base directory (default $XDG_RUNTIME_DIR/ipchat, else /tmp/ipchat-UID); the instance "
+      "lives in DIR/INSTANCE")("log-level", po::value<std::string>()->default_value("info"),
+                               "debug, info, warn or error");
+  // clang-format on
   return d;
 }
 
 po::options_description command_line_only() {
   po::options_description d("Command-line only");
-  d.add_options()
-      ("config", po::value<std::string>(), "INI file of the options above; the command line overrides it")
-      ("cleanup", "remove what a crashed server of this instance left behind, print it, and exit")
-      ("help,h", "show this help and exit")
-      ("version", "show the version and exit");
+  // clang-format off: one option per line reads better than what the formatter makes of it
+  d.add_options()("config", po::value<std::string>(),
+                  "INI file of the options above; the command line overrides it")(
+      "cleanup", "remove what a crashed server of this instance left behind, print it, and exit")(
+      "status",
+      "print the running server's clients, rooms, messages and per-client queue "
+      "depths, and exit (it answers on status.sock in the runtime dir)")(
+      "json", "with --status: print the status as one JSON object")(
+      "help,h", "show this help and exit")("version", "show the version and exit");
+  // clang-format on
   return d;
 }
 
@@ -117,6 +126,10 @@ Parsed parse(int argc, char** argv) {
                      "' is not one of debug, info, warn, error");
   }
   p.cleanup = vm.count("cleanup") > 0;
+  p.status = vm.count("status") > 0;
+  p.json = vm.count("json") > 0;
+  if (p.cleanup && p.status) throw UsageError("--cleanup and --status do not go together");
+  if (p.json && !p.status) throw UsageError("--json only goes with --status");
   return p;
 }
 
@@ -132,12 +145,17 @@ int main(int argc, char** argv) {
   }
   if (p.help) {
     std::cout << "Usage: chatd [OPTIONS]\n"
+                 "       chatd --status [--json] [--instance=NAME] [--runtime-dir=DIR]\n"
+                 "       chatd --cleanup [--instance=NAME] [--runtime-dir=DIR]\n"
                  "The ipchat server: serves one instance in the foreground, logging to stderr.\n"
                  "Stop it with SIGINT or SIGTERM: it tells its clients, removes every IPC\n"
-                 "object and file it created, and exits 0.\n\n"
-              << configurable() << "\n" << command_line_only()
+                 "object and file it created, and exits 0. At the default log level (info) it\n"
+                 "logs one line per client that joins or leaves, is evicted or breaks the\n"
+                 "protocol, and nothing per message.\n\n"
+              << configurable() << "\n"
+              << command_line_only()
               << "\nExit codes: 0 clean shutdown, 1 failure, 2 usage or configuration error,\n"
-                 "3 another live chatd owns the instance.\n";
+                 "3 another live chatd owns the instance. --status: 0, or 1 if no server runs.\n";
     return 0;
   }
   if (p.version) {
@@ -146,6 +164,10 @@ int main(int argc, char** argv) {
   }
   const chat::Logger logger("chatd", p.log_level);
   try {
+    if (p.status) {
+      return chat::server::run_status(chat::resolve_runtime_base(p.daemon.runtime_dir),
+                                      p.daemon.instance, p.json);
+    }
     return p.cleanup ? chat::server::run_cleanup(p.daemon, logger)
                      : chat::server::run_daemon(p.daemon, logger);
   } catch (const UsageError& e) {

@@ -16,7 +16,9 @@ ThreadPool::ThreadPool(std::size_t workers, std::size_t queue_capacity) {
   }
 }
 
-ThreadPool::~ThreadPool() { stop(); }
+ThreadPool::~ThreadPool() {
+  stop();
+}
 
 bool ThreadPool::submit(std::uint64_t key, std::function<void()> task) {
   return queues_[key % queues_.size()]->put(std::move(task));

@@ -26,6 +26,21 @@ class ThreadPool {
   // Returns false if the pool is stopped (the task is dropped).
   bool submit(std::uint64_t key, std::function<void()> task);
 
+  // Runs `task` in the calling thread if the worker for `key` is idle with nothing queued,
+  // which saves waking it; tasks with that key still run one at a time and in order. Returns
+  // false, running nothing, if the worker is busy (then submit() it).
+  template <typename F>
+  bool run_here_if_idle(std::uint64_t key, F&& task) {
+    auto& q = *queues_[key % queues_.size()];
+    if (!q.try_claim()) return false;
+    struct Release {
+      BlockingQueue<std::function<void()>>& q;
+      ~Release() { q.release_claim(); }
+    } release{q};
+    task();
+    return true;
+  }
+
   // Runs every task already submitted, then joins the workers. Idempotent.
   void stop();
 

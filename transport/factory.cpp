@@ -3,8 +3,10 @@
 #include <signal.h>
 
 #include "transport/cond/cond.hpp"
-#include "transport/shm/engine.hpp"
+#include "transport/fifo/fifo.hpp"
 #include "transport/mmap/mmap.hpp"
+#include "transport/msgq/msgq.hpp"
+#include "transport/shm/engine.hpp"
 #include "transport/signal/signal.hpp"
 #include "transport/uds/uds.hpp"
 
@@ -16,6 +18,10 @@ constexpr Backend kBackends[] = {
      cond::listen, cond::connect, cond::cleanup, cond::flavor},
     {"signal", "SysV shared memory rings, real-time signal doorbell waited for with sigtimedwait",
      sig::listen, sig::connect, sig::cleanup, sig::flavor},
+    {"fifo", "named pipes: a hello FIFO, one FIFO pair per client, frames up to PIPE_BUF",
+     fifo::listen, fifo::connect, fifo::cleanup},
+    {"msgq", "System V message queues: one server queue, one queue per client, mtype routing",
+     msgq::listen, msgq::connect, msgq::cleanup},
     {"mmap", "rings in MAP_SHARED files in the runtime dir, process-shared POSIX semaphores",
      mmap::listen, mmap::connect, mmap::cleanup, mmap::flavor},
     {"uds", "AF_UNIX SOCK_SEQPACKET sockets (the baseline)", uds::listen, uds::connect,
@@ -24,7 +30,9 @@ constexpr Backend kBackends[] = {
 
 }  // namespace
 
-std::span<const Backend> backends() { return kBackends; }
+std::span<const Backend> backends() {
+  return kBackends;
+}
 
 const Backend* find_backend(std::string_view name) {
   for (const auto& b : kBackends) {

@@ -24,8 +24,8 @@ void check_contiguous(const Process& p, const std::string& who) {
     const std::string room = e["room"];
     const std::uint64_t seq = e["seq"];
     if (last.contains(room)) {
-      BOOST_CHECK_MESSAGE(seq == last[room] + 1, who << " saw seq " << seq << " after "
-                                                     << last[room] << " in " << room);
+      BOOST_CHECK_MESSAGE(seq == last[room] + 1,
+                          who << " saw seq " << seq << " after " << last[room] << " in " << room);
     }
     last[room] = seq;
   }
@@ -34,7 +34,8 @@ void check_contiguous(const Process& p, const std::string& who) {
 void stop_and_check_clean(Process& chatd, const TempRuntime& rt, std::vector<pid_t> pids) {
   chatd.kill(SIGTERM);
   const auto code = chatd.wait(std::chrono::seconds(2));
-  BOOST_CHECK_MESSAGE(code && *code == 0, "chatd did not exit 0 within 2 s after SIGTERM: " << chatd.err());
+  BOOST_CHECK_MESSAGE(code && *code == 0,
+                      "chatd did not exit 0 within 2 s after SIGTERM: " << chatd.err());
   pids.push_back(chatd.pid());
   const auto left = leftovers(rt, pids);
   BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
@@ -44,7 +45,8 @@ void stop_and_check_clean(Process& chatd, const TempRuntime& rt, std::vector<pid
 
 BOOST_AUTO_TEST_SUITE(integration)
 
-BOOST_DATA_TEST_CASE(three_clients_hundreds_of_messages_one_order, bdata::make(all_backends()), transport) {
+BOOST_DATA_TEST_CASE(three_clients_hundreds_of_messages_one_order, bdata::make(all_backends()),
+                     transport) {
   TempRuntime rt;
   auto chatd = start_chatd(rt, transport);
   constexpr int kPerClient = 150;
@@ -88,7 +90,8 @@ BOOST_DATA_TEST_CASE(three_clients_hundreds_of_messages_one_order, bdata::make(a
   stop_and_check_clean(*chatd, rt, pids);
 }
 
-BOOST_DATA_TEST_CASE(piped_client_loses_nothing_at_end_of_input, bdata::make(all_backends()), transport) {
+BOOST_DATA_TEST_CASE(piped_client_loses_nothing_at_end_of_input, bdata::make(all_backends()),
+                     transport) {
   TempRuntime rt;
   auto chatd = start_chatd(rt, transport);
   auto watcher = start_chat(rt, "watcher");
@@ -170,7 +173,9 @@ BOOST_DATA_TEST_CASE(killed_client_is_seen_as_lost, bdata::make(all_backends()),
   BOOST_REQUIRE(wait_events(*alice, "part", 1, std::chrono::seconds(5)));
   BOOST_TEST_MESSAGE(transport << ": SIGKILLed client seen after "
                                << std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      std::chrono::steady_clock::now() - t0).count() << " ms");
+                                      std::chrono::steady_clock::now() - t0)
+                                      .count()
+                               << " ms");
   BOOST_TEST((std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2)));
   const auto part = events(*alice, "part").at(0);
   BOOST_TEST(part["nick"] == "bob");
@@ -186,7 +191,8 @@ BOOST_DATA_TEST_CASE(killed_client_is_seen_as_lost, bdata::make(all_backends()),
   stop_and_check_clean(*chatd, rt, {alice->pid(), bob->pid(), bob2->pid()});
 }
 
-BOOST_DATA_TEST_CASE(killed_server_ends_clients_with_5_and_restarts_clean, bdata::make(all_backends()), transport) {
+BOOST_DATA_TEST_CASE(killed_server_ends_clients_with_5_and_restarts_clean,
+                     bdata::make(all_backends()), transport) {
   TempRuntime rt;
   auto chatd = start_chatd(rt, transport);
   auto alice = start_chat(rt, "alice");
@@ -210,7 +216,8 @@ BOOST_DATA_TEST_CASE(killed_server_ends_clients_with_5_and_restarts_clean, bdata
   stop_and_check_clean(*again, rt, {chatd->pid(), alice->pid(), bob->pid(), carol->pid()});
 }
 
-BOOST_DATA_TEST_CASE(cleanup_removes_what_a_killed_server_left, bdata::make(all_backends()), transport) {
+BOOST_DATA_TEST_CASE(cleanup_removes_what_a_killed_server_left, bdata::make(all_backends()),
+                     transport) {
   TempRuntime rt;
   auto chatd = start_chatd(rt, transport);
   auto alice = start_chat(rt, "alice");
@@ -226,7 +233,8 @@ BOOST_DATA_TEST_CASE(cleanup_removes_what_a_killed_server_left, bdata::make(all_
   BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
 }
 
-BOOST_DATA_TEST_CASE(sigterm_tells_clients_and_leaves_nothing, bdata::make(all_backends()), transport) {
+BOOST_DATA_TEST_CASE(sigterm_tells_clients_and_leaves_nothing, bdata::make(all_backends()),
+                     transport) {
   TempRuntime rt;
   auto chatd = start_chatd(rt, transport);
   auto alice = start_chat(rt, "alice");
@@ -236,7 +244,8 @@ BOOST_DATA_TEST_CASE(sigterm_tells_clients_and_leaves_nothing, bdata::make(all_b
   stop_and_check_clean(*chatd, rt, {alice->pid()});
 }
 
-BOOST_DATA_TEST_CASE(a_second_server_on_the_instance_exits_3, bdata::make(all_backends()), transport) {
+BOOST_DATA_TEST_CASE(a_second_server_on_the_instance_exits_3, bdata::make(all_backends()),
+                     transport) {
   TempRuntime rt;
   auto chatd = start_chatd(rt, transport);
   std::vector<std::string> argv = {binary("chatd").string(), "--transport=" + transport};

@@ -13,13 +13,15 @@ using namespace chat::test;
 
 BOOST_AUTO_TEST_SUITE(crash)
 
-// A process maps the cond control segment, takes the hello lock (the robust mutex every
+// A process maps the control segment, takes the hello lock (the robust mutex every
 // connecting client takes) and is killed holding it.
-BOOST_AUTO_TEST_CASE(client_killed_holding_the_shared_lock_costs_only_itself) {
+BOOST_DATA_TEST_CASE(client_killed_holding_the_shared_lock_costs_only_itself,
+                     bdata::make(shm_backends()), transport) {
   TempRuntime rt;
-  auto chatd = start_chatd(rt, "cond");
+  auto chatd = start_chatd(rt, transport);
   auto alice = start_chat(rt, "alice");
-  Process holder({binary("transport_peer").string(), "hold-lock", rt.base().string(), rt.instance()});
+  Process holder({binary("transport_peer").string(), "hold-lock", transport, rt.base().string(),
+                  rt.instance()});
   BOOST_REQUIRE_MESSAGE(holder.wait_out_contains("locked", 5s), holder.err());
 
   // While a live (stuck) process holds it, the server and its clients are not affected: the
@@ -48,7 +50,8 @@ BOOST_AUTO_TEST_CASE(client_killed_holding_the_shared_lock_costs_only_itself) {
   BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
 }
 
-BOOST_DATA_TEST_CASE(hellos_past_max_clients_get_server_full, bdata::make(all_backends()), transport) {
+BOOST_DATA_TEST_CASE(hellos_past_max_clients_get_server_full, bdata::make(all_backends()),
+                     transport) {
   TempRuntime rt;
   auto chatd = start_chatd(rt, transport, {"--max-clients=2"});
   auto a = start_chat(rt, "a");

@@ -10,6 +10,14 @@ std::vector<std::string> all_backends() {
   return names;
 }
 
+std::vector<std::string> shm_backends() {
+  std::vector<std::string> names;
+  for (const auto& b : transport::backends()) {
+    if (b.shm_flavor != nullptr) names.emplace_back(b.name);
+  }
+  return names;
+}
+
 std::unique_ptr<Process> start_chat(const TempRuntime& rt, const std::string& nick,
                                     std::vector<std::string> extra, bool wait_welcome) {
   std::vector<std::string> argv = {binary("chat").string(), "-n", nick, "--jsonl"};
@@ -35,13 +43,26 @@ std::vector<nlohmann::json> events(const Process& p, const std::string& event) {
 std::size_t count_events(const std::string& out, const std::string& event) {
   const std::string needle = "\"event\":\"" + event + "\"";
   std::size_t n = 0;
-  for (std::size_t at = out.find(needle); at != std::string::npos; at = out.find(needle, at + 1)) ++n;
+  for (std::size_t at = out.find(needle); at != std::string::npos; at = out.find(needle, at + 1))
+    ++n;
   return n;
 }
 
 bool wait_events(Process& p, const std::string& event, std::size_t n,
                  std::chrono::milliseconds timeout) {
-  return p.wait_out([&](const std::string& out) { return count_events(out, event) >= n; }, timeout);
+  // Counts incrementally over complete lines: the output of a busy client grows to megabytes,
+  // and rescanning it on every chunk would slow the reader down enough to get it evicted.
+  std::size_t scanned = 0, count = 0;
+  return p.wait_out(
+      [&](const std::string& out) {
+        const std::size_t end = out.rfind('\n');
+        if (end != std::string::npos && end + 1 > scanned) {
+          count += count_events(out.substr(scanned, end + 1 - scanned), event);
+          scanned = end + 1;
+        }
+        return count >= n;
+      },
+      timeout);
 }
 
 }  // namespace chat::test

@@ -12,6 +12,8 @@ namespace chat::test {
 
 // The backend names of the factory table, for BOOST_DATA_TEST_CASE.
 std::vector<std::string> all_backends();
+// Those of them built on shared memory (with a shm_flavor).
+std::vector<std::string> shm_backends();
 
 // Starts `chat -n NICK --jsonl` on `rt` with stdin kept open, and waits for its welcome.
 std::unique_ptr<Process> start_chat(const TempRuntime& rt, const std::string& nick,

@@ -89,7 +89,8 @@ class ServerHarness {
         events_.pop_front();
         if (pred(e)) return e;
       }
-      if (cv_.wait_until(lock, end) == std::cv_status::timeout && events_.empty()) return std::nullopt;
+      if (cv_.wait_until(lock, end) == std::cv_status::timeout && events_.empty())
+        return std::nullopt;
     }
   }
   std::optional<ServerEvent> next(Kind kind, std::chrono::milliseconds timeout = 5000ms) {

@@ -15,6 +15,7 @@
 #include <stdexcept>
 
 #include "common/instance.hpp"
+#include "transport/factory.hpp"
 #include "transport/names.hpp"
 
 extern char** environ;
@@ -37,7 +38,28 @@ TempRuntime::TempRuntime() {
 }
 
 TempRuntime::~TempRuntime() {
+  // A test that failed half-way may have left a killed server's objects outside the
+  // directory (/dev/shm, SysV); remove them the way a restarting chatd would, first.
   std::error_code ec;
+  if (fs::exists(dir(), ec)) {
+    transport::CleanupOptions co;
+    co.dir = dir();
+    try {
+      std::ifstream in(dir() / "instance.json");
+      const auto info = instance_info_from_json(nlohmann::json::parse(in));
+      co.dead_server_pid = info.pid;
+      co.objects = info.objects;
+    } catch (const std::exception&) {
+      // no (readable) instance.json: the backends find their objects by name alone
+    }
+    for (const auto& backend : transport::backends()) {
+      try {
+        backend.cleanup(co);
+      } catch (const std::exception&) {
+        // best effort: this is already the failure path of a test
+      }
+    }
+  }
   fs::remove_all(base_, ec);
 }
 
@@ -153,7 +175,9 @@ std::optional<int> Process::wait(std::chrono::milliseconds timeout) {
   return status_;
 }
 
-bool Process::running() { return !wait(0ms).has_value(); }
+bool Process::running() {
+  return !wait(0ms).has_value();
+}
 
 std::string Process::out() const {
   std::lock_guard lock(mutex_);
@@ -165,7 +189,9 @@ std::string Process::err() const {
   return err_;
 }
 
-std::vector<std::string> Process::out_lines() const { return lines_of(out()); }
+std::vector<std::string> Process::out_lines() const {
+  return lines_of(out());
+}
 
 bool Process::wait_out(const std::function<bool(const std::string&)>& pred,
                        std::chrono::milliseconds timeout) {

@@ -9,9 +9,9 @@
 //   transport_peer server BACKEND BASE INSTANCE
 //       acquire the instance dir, listen, publish instance.json, print "ready", echo every
 //       frame back to its sender, until killed
-//   transport_peer hold-lock BASE INSTANCE
-//       (cond) take the hello lock in the control segment (the robust mutex every
-//       connecting client takes), print "locked", and sleep until killed
+//   transport_peer hold-lock BACKEND BASE INSTANCE
+//       (shared-memory backends) take the hello lock in the control segment (the robust
+//       mutex every connecting client takes), print "locked", and sleep until killed
 #include <unistd.h>
 
 #include <cstdio>
@@ -23,8 +23,8 @@
 #include "common/instance.hpp"
 #include "common/protocol.hpp"
 #include "transport/factory.hpp"
+#include "transport/shm/engine.hpp"
 #include "transport/shm/layout.hpp"
-#include "transport/shm/posix_shm.hpp"
 
 using namespace chat;
 using namespace chat::transport;
@@ -97,11 +97,11 @@ int server(const Backend& backend, const std::string& base, const std::string& i
   }
 }
 
-int hold_lock(const std::string& base, const std::string& instance) {
+int hold_lock(const Backend& backend, const std::string& base, const std::string& instance) {
   const auto info = find_live_instance(base, instance);
-  if (!info) return 3;
-  auto memory = shm::make_posix_shm_source(std::filesystem::path(base) / instance);
-  auto seg = memory->open(info->objects.at("ctl").get<std::string>(), sizeof(shm::CtlBlock));
+  if (!info || backend.shm_flavor == nullptr) return 3;
+  shm::Flavor flavor = backend.shm_flavor(std::filesystem::path(base) / instance);
+  auto seg = flavor.memory->open(info->objects.at("ctl").get<std::string>(), sizeof(shm::CtlBlock));
   auto* ctl = reinterpret_cast<shm::CtlBlock*>(seg->data());
   ctl->hello_lock.lock(kNoDeadline);
   say("locked");
@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
       return client(*b, a[3], a[4], a[5], a.size() > 6 ? std::stoi(a[6]) : 0);
     }
     if (a.size() == 5 && a[1] == "server") return server(*find_backend(a[2]), a[3], a[4]);
-    if (a.size() == 4 && a[1] == "hold-lock") return hold_lock(a[2], a[3]);
+    if (a.size() == 5 && a[1] == "hold-lock") return hold_lock(*find_backend(a[2]), a[3], a[4]);
   } catch (const std::exception& e) {
     std::cerr << "transport_peer: " << e.what() << "\n";
     return 1;

@@ -32,7 +32,9 @@ Frame frame_of(const std::string& s) {
   return f;
 }
 
-std::string text_of(const Frame& f) { return std::string(reinterpret_cast<const char*>(f.data()), f.size()); }
+std::string text_of(const Frame& f) {
+  return std::string(reinterpret_cast<const char*>(f.data()), f.size());
+}
 
 // A frame of `size` bytes whose content encodes `n`, checkable by `check_patterned`.
 Frame patterned(std::uint32_t n, std::size_t size) {
@@ -43,7 +45,9 @@ Frame patterned(std::uint32_t n, std::size_t size) {
 bool is_patterned(const Frame& f, std::uint32_t n, std::size_t size) {
   return f == patterned(n, size);
 }
-std::size_t size_for(std::uint32_t n) { return 1 + (n * 977) % kMaxFrameBytes; }
+std::size_t size_for(std::uint32_t n) {
+  return 1 + (n * 977) % kMaxFrameBytes;
+}
 
 Frame receive_one(ClientConnection& c, std::chrono::milliseconds timeout = 5000ms) {
   Frame f;
@@ -126,7 +130,8 @@ BOOST_DATA_TEST_CASE(many_clients_keep_their_own_order, bdata::make(all_backends
   for (int i = 0; i < kClients; ++i) {
     threads.emplace_back([&, i] {
       for (int k = 0; k < kFrames; ++k) {
-        clients[i]->send(frame_of(std::to_string(i) + ":" + std::to_string(k)), deadline_after(10s));
+        clients[i]->send(frame_of(std::to_string(i) + ":" + std::to_string(k)),
+                         deadline_after(10s));
       }
     });
     threads.emplace_back([&, i] {
@@ -194,14 +199,16 @@ BOOST_DATA_TEST_CASE(full_buffers_report_full_then_writable, bdata::make(all_bac
   for (std::size_t i = 0; i < sent; ++i) {
     BOOST_REQUIRE((receive_one(*client) == patterned(static_cast<std::uint32_t>(i), 4000)));
   }
-  const auto w = server.next([&](const ServerEvent& e) { return e.kind == Kind::kWritable && e.client == c->client; });
+  const auto w = server.next(
+      [&](const ServerEvent& e) { return e.kind == Kind::kWritable && e.client == c->client; });
   BOOST_REQUIRE_MESSAGE(w, "no kWritable after the client drained its buffers");
   BOOST_TEST((server.ep().send(c->client, frame_of("more")) == SendResult::kSent));
   BOOST_TEST(text_of(receive_one(*client)) == "more");
   server.ep().close(c->client);
 }
 
-BOOST_DATA_TEST_CASE(server_close_delivers_what_was_sent_then_closed, bdata::make(all_backends()), name) {
+BOOST_DATA_TEST_CASE(server_close_delivers_what_was_sent_then_closed, bdata::make(all_backends()),
+                     name) {
   ServerHarness server(*find_backend(name));
   auto client = server.connect();
   const auto c = server.next(Kind::kConnected);
@@ -209,7 +216,8 @@ BOOST_DATA_TEST_CASE(server_close_delivers_what_was_sent_then_closed, bdata::mak
   for (int i = 0; i < 3; ++i) server.ep().send(c->client, frame_of("last-" + std::to_string(i)));
   server.ep().close(c->client);
   BOOST_TEST((server.ep().send(c->client, frame_of("late")) == SendResult::kGone));
-  for (int i = 0; i < 3; ++i) BOOST_TEST(text_of(receive_one(*client)) == "last-" + std::to_string(i));
+  for (int i = 0; i < 3; ++i)
+    BOOST_TEST(text_of(receive_one(*client)) == "last-" + std::to_string(i));
   Frame f;
   BOOST_TEST((client->receive(f, deadline_after(5s)) == ReceiveResult::kClosed));
   BOOST_TEST(client->server_alive());
@@ -252,7 +260,8 @@ BOOST_DATA_TEST_CASE(client_death_is_seen_within_a_second, bdata::make(all_backe
   BOOST_REQUIRE(d);
   const auto took = std::chrono::steady_clock::now() - killed_at;
   BOOST_TEST_MESSAGE(name << ": client death noticed after "
-                          << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+                          << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                          << " ms");
   BOOST_TEST(d->client == c->client);
   BOOST_TEST((d->gone == ServerEvent::Gone::kDied));
   BOOST_TEST((took < 2s));  // the guarantee is 1 s; leave room for a loaded machine
@@ -265,7 +274,8 @@ BOOST_DATA_TEST_CASE(server_death_is_seen_within_a_second, bdata::make(all_backe
   TempRuntime rt;
   std::vector<pid_t> pids{::getpid()};
   {
-    Process server({binary("transport_peer").string(), "server", name, rt.base().string(), rt.instance()});
+    Process server(
+        {binary("transport_peer").string(), "server", name, rt.base().string(), rt.instance()});
     pids.push_back(server.pid());
     BOOST_REQUIRE_MESSAGE(server.wait_out_contains("ready", 5s), server.err());
     const auto info = find_live_instance(rt.base(), rt.instance());

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <random>
 
+#include "tests/support/chat_process.hpp"
 #include "tests/support/main_fixture.hpp"
 #include "tests/support/server_harness.hpp"
 #include "transport/shm/engine.hpp"
@@ -19,14 +20,6 @@ using namespace chat::test;
 using Kind = ServerEvent::Kind;
 
 namespace {
-
-std::vector<std::string> shm_backends() {
-  std::vector<std::string> names;
-  for (const auto& b : backends()) {
-    if (b.shm_flavor != nullptr) names.emplace_back(b.name);
-  }
-  return names;
-}
 
 Frame frame_of(const std::string& s) {
   Frame f(s.size());
@@ -50,8 +43,10 @@ Bystander connect_bystander(ServerHarness& server) {
 }
 
 void check_bystander_is_served(ServerHarness& server, Bystander& b) {
-  BOOST_REQUIRE((b.connection->send(frame_of("still here"), deadline_after(5s)) == SendResult::kSent));
-  const auto f = server.next([&](const ServerEvent& e) { return e.kind == Kind::kFrame && e.client == b.id; });
+  BOOST_REQUIRE(
+      (b.connection->send(frame_of("still here"), deadline_after(5s)) == SendResult::kSent));
+  const auto f =
+      server.next([&](const ServerEvent& e) { return e.kind == Kind::kFrame && e.client == b.id; });
   BOOST_REQUIRE_MESSAGE(f, "the bystander's frame did not arrive after the attack");
   BOOST_REQUIRE((server.ep().send(b.id, frame_of("ok")) == SendResult::kSent));
   Frame got;
@@ -69,7 +64,8 @@ std::pair<shm::Attachment, ClientId> attach_hostile(ServerHarness& server, shm::
 
 // Expects the server to report `id` as malformed, and releases it.
 void expect_malformed(ServerHarness& server, ClientId id) {
-  const auto d = server.next([&](const ServerEvent& e) { return e.kind == Kind::kDisconnected && e.client == id; });
+  const auto d = server.next(
+      [&](const ServerEvent& e) { return e.kind == Kind::kDisconnected && e.client == id; });
   BOOST_REQUIRE_MESSAGE(d, "the server did not drop the hostile client");
   BOOST_TEST((d->gone == ServerEvent::Gone::kMalformed));
   BOOST_TEST(!d->detail.empty());
@@ -81,7 +77,8 @@ void expect_malformed(ServerHarness& server, ClientId id) {
 void publish_length(shm::ClientBlock& b, std::uint32_t length, std::uint64_t published) {
   const std::uint64_t tail = b.up.tail.load();
   for (int i = 0; i < 4; ++i) {
-    b.up_data[(tail + i) % shm::kUpRingBytes] = std::byte{static_cast<std::uint8_t>(length >> (8 * i))};
+    b.up_data[(tail + i) % shm::kUpRingBytes] =
+        std::byte{static_cast<std::uint8_t>(length >> (8 * i))};
   }
   b.up.tail.store(tail + published);
 }
@@ -96,7 +93,7 @@ BOOST_DATA_TEST_CASE(bad_length_prefixes, bdata::make(shm_backends()), name) {
   auto bystander = connect_bystander(server);
   auto flavor = backend.shm_flavor(server.rt().dir());
   const std::vector<std::pair<std::uint32_t, std::uint64_t>> cases = {
-      {0, 4},                                       // an empty frame
+      {0, 4},                                        // an empty frame
       {kMaxFrameBytes + 1, 4 + kMaxFrameBytes + 1},  // longer than any frame
       {0xFFFFFFFFu, 64},                             // absurd
       {100, 4 + 50},                                 // longer than what was published
@@ -158,7 +155,8 @@ BOOST_DATA_TEST_CASE(random_garbage_in_rings_and_header, bdata::make(shm_backend
     if (round % 2) scribble(&b.client_closed, sizeof b.client_closed);
     att.ring_server();
     // The server reports the client gone (malformed, or closed if the garbage said so)...
-    const auto d = server.next([&](const ServerEvent& e) { return e.kind == Kind::kDisconnected && e.client == id; });
+    const auto d = server.next(
+        [&](const ServerEvent& e) { return e.kind == Kind::kDisconnected && e.client == id; });
     BOOST_REQUIRE_MESSAGE(d, "round " << round << ": the server did not drop the client");
     server.ep().close(id);
   }

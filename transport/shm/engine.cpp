@@ -17,7 +17,7 @@ namespace chat::transport::shm {
 namespace {
 
 constexpr auto kHandshakeTimeout = std::chrono::seconds(5);
-constexpr std::size_t kSpareSlots = 8;          // room to tell clients past max_clients "full"
+constexpr std::size_t kSpareSlots = 8;             // room to tell clients past max_clients "full"
 constexpr std::size_t kFramesPerSlotPerPoll = 64;  // fairness between busy clients
 
 enum class SlotState : int { kFree, kHandshake, kActive, kClosing };
@@ -79,33 +79,39 @@ class Server final : public ServerEndpoint {
 
   void poll(std::vector<ServerEvent>& events, Deadline deadline) override {
     server_waker_->attach_sleeper(ctl_->server_wake);
-    wait_until(*server_waker_, ctl_->server_wake, spin_, [this] { return has_work(); }, deadline);
+    wait_until(
+        *server_waker_, ctl_->server_wake, spin_, [this] { return has_work(); }, deadline);
     woken_.store(false, std::memory_order_relaxed);
     for (std::size_t i = 0; i < kHelloEntries; ++i) serve_hello(i);
     const auto now = Clock::now();
-    for (std::size_t i = 0; i < slots_.size(); ++i) collect(i, now, events);
+    for (std::size_t i = 0; i < used_slots_; ++i) collect(i, now, events);
   }
 
   SendResult send(ClientId id, std::span<const std::byte> frame) override {
     check_frame_size(frame.size());
     Slot* s = active_slot(id);
     if (s == nullptr || s->corrupt_down.load()) return SendResult::kGone;
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      switch (s->down.write(frame)) {
-        case RingStatus::kOk:
-          notify(*waker_, s->block->rx_wake, s->pid);
-          return SendResult::kSent;
-        case RingStatus::kFull:
-          if (s->down.wait_for_room(frame.size())) continue;
-          s->want_writable.store(true, std::memory_order_release);
-          return SendResult::kFull;
-        default:
-          s->corrupt_down.store(true);
-          wake();
-          return SendResult::kGone;
-      }
+    const SendResult r = put(*s, frame);
+    if (r == SendResult::kSent) notify(*waker_, s->block->rx_wake, s->pid);
+    return r;
+  }
+
+  std::size_t send_batch(ClientId id, std::span<const std::span<const std::byte>> frames,
+                         SendResult& stopped) override {
+    for (const auto& frame : frames) check_frame_size(frame.size());
+    stopped = SendResult::kGone;
+    Slot* s = active_slot(id);
+    if (s == nullptr || s->corrupt_down.load()) return 0;
+    std::size_t sent = 0;
+    stopped = SendResult::kSent;
+    for (const auto& frame : frames) {
+      stopped = put(*s, frame);
+      if (stopped != SendResult::kSent) break;
+      ++sent;
     }
-    return SendResult::kFull;
+    // One doorbell for the whole batch: the client drains everything published before it.
+    if (sent > 0) notify(*waker_, s->block->rx_wake, s->pid);
+    return sent;
   }
 
   void close(ClientId id) override {
@@ -138,7 +144,28 @@ class Server final : public ServerEndpoint {
     return &s;
   }
 
-  ClientId id_of(std::size_t index) const { return make_id(index, slots_[index].generation.load()); }
+  ClientId id_of(std::size_t index) const {
+    return make_id(index, slots_[index].generation.load());
+  }
+
+  // Writes one frame into the client's down ring without waking it (the caller does).
+  SendResult put(Slot& s, std::span<const std::byte> frame) {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      switch (s.down.write(frame)) {
+        case RingStatus::kOk:
+          return SendResult::kSent;
+        case RingStatus::kFull:
+          if (s.down.wait_for_room(frame.size())) continue;
+          s.want_writable.store(true, std::memory_order_release);
+          return SendResult::kFull;
+        default:
+          s.corrupt_down.store(true);
+          wake();
+          return SendResult::kGone;
+      }
+    }
+    return SendResult::kFull;
+  }
 
   // Runs on the PidWatcher thread.
   void on_exit(std::uint64_t id) {
@@ -154,7 +181,9 @@ class Server final : public ServerEndpoint {
     for (auto& e : ctl_->hello) {
       if (e.state.load(std::memory_order_acquire) == kHelloRequested) return true;
     }
-    for (auto& s : slots_) {
+    // Only up to the highest slot ever used: a spinning poll re-checks this many times.
+    for (std::size_t i = 0; i < used_slots_; ++i) {
+      Slot& s = slots_[i];
       switch (s.state.load(std::memory_order_acquire)) {
         case SlotState::kFree:
           break;
@@ -169,7 +198,11 @@ class Server final : public ServerEndpoint {
               s.block->client_closed.load(std::memory_order_acquire)) {
             return true;
           }
-          if (s.want_writable.load(std::memory_order_acquire) && s.down.has_room(kMaxFrameBytes)) {
+          // Re-arms the client's "wake me when you read" flag at every check, not only once:
+          // a read that frees too little consumes the flag, and the reads after it must still
+          // wake us (or the writable event waits for the next sleep slice, half a second).
+          if (s.want_writable.load(std::memory_order_acquire) &&
+              s.down.wait_for_room(kMaxFrameBytes)) {
             return true;
           }
           break;
@@ -205,17 +238,26 @@ class Server final : public ServerEndpoint {
       notify(*waker_, e.client_wake, pid);
       return;
     }
-    UniqueFd pidfd = pid > 0 ? open_pidfd(pid) : UniqueFd();
-    if (!pidfd) {
+    UniqueFd pidfd;
+    try {
+      pidfd = pid > 0 ? open_pidfd(pid) : UniqueFd();
+    } catch (const std::system_error& ex) {  // out of descriptors, say: refuse this one
+      if (logger_) logger_->warn(std::string("refusing a client: ") + ex.what());
+      e.state.store(kHelloRefused, std::memory_order_release);
+      notify(*waker_, e.client_wake, pid);
+      return;
+    }
+    if (!pidfd) {  // no such process: a hello nobody waits for
       e.state.store(kHelloFree, std::memory_order_release);
       return;
     }
     const std::size_t index = static_cast<std::size_t>(free_slot - slots_.begin());
+    used_slots_ = std::max(used_slots_, index + 1);
     Slot& s = *free_slot;
     const std::uint32_t generation = s.generation.load() + 1;
     try {
-      s.segment = memory_->create(
-          "c" + std::to_string(index) + "." + std::to_string(generation), sizeof(ClientBlock));
+      s.segment = memory_->create("c" + std::to_string(index) + "." + std::to_string(generation),
+                                  sizeof(ClientBlock));
     } catch (const std::exception& ex) {
       if (logger_) logger_->warn(std::string("cannot create client segment: ") + ex.what());
       e.state.store(kHelloRefused, std::memory_order_release);
@@ -245,8 +287,16 @@ class Server final : public ServerEndpoint {
     s.want_writable.store(false);
     s.corrupt_down.store(false);
     s.handshake_deadline = now + kHandshakeTimeout;
+    try {
+      watcher_.watch(make_id(index, generation), std::move(pidfd));
+    } catch (const std::system_error& ex) {
+      if (logger_) logger_->warn(std::string("refusing a client: ") + ex.what());
+      destroy(index);
+      e.state.store(kHelloRefused, std::memory_order_release);
+      notify(*waker_, e.client_wake, pid);
+      return;
+    }
     s.state.store(SlotState::kHandshake, std::memory_order_release);
-    watcher_.watch(make_id(index, generation), std::move(pidfd));
     std::memset(e.segment, 0, sizeof e.segment);
     std::memcpy(e.segment, s.name.data(), std::min(s.name.size(), sizeof e.segment - 1));
     e.state.store(kHelloGranted, std::memory_order_release);
@@ -294,7 +344,8 @@ class Server final : public ServerEndpoint {
         events.push_back(std::move(ev));
         continue;
       }
-      if (r == RingStatus::kCorrupt) return report_gone(index, ServerEvent::Gone::kMalformed, why, events);
+      if (r == RingStatus::kCorrupt)
+        return report_gone(index, ServerEvent::Gone::kMalformed, why, events);
       drained = true;
       break;
     }
@@ -351,6 +402,7 @@ class Server final : public ServerEndpoint {
   std::unique_ptr<Segment> ctl_segment_;
   CtlBlock* ctl_ = nullptr;
   std::vector<Slot> slots_;
+  std::size_t used_slots_ = 0;  // I/O thread: slots_[used_slots_..] have never been used
   std::array<Deadline, kHelloEntries> hello_since_{};
   std::atomic<bool> woken_{false};
   SpinBudget spin_;
@@ -427,9 +479,11 @@ class Client final : public ClientConnection {
       }
       if (up_.wait_for_room(frame.size())) continue;
       waker_.attach_sleeper(block_->tx_wake);
+      // wait_for_room re-arms the server's "wake the producer" flag at every check: a read
+      // that freed too little must not leave us asleep until the next slice.
       const bool ok = wait_until(
           waker_, block_->tx_wake, tx_spin_,
-          [&] { return up_.has_room(frame.size()) || gone(); }, deadline);
+          [&] { return gone() || up_.wait_for_room(frame.size()); }, deadline);
       if (!ok) return SendResult::kFull;
     }
   }
@@ -554,7 +608,9 @@ Attachment Attachment::attach(const ConnectOptions& o, Flavor& flavor) {
   return a;
 }
 
-void Attachment::ring_server() { notify(*server_waker_, ctl_->server_wake, server_pid_); }
+void Attachment::ring_server() {
+  notify(*server_waker_, ctl_->server_wake, server_pid_);
+}
 
 std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options, Flavor flavor) {
   return std::make_unique<Server>(options, std::move(flavor));

@@ -11,7 +11,9 @@ namespace {
 
 static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
 
-std::uint32_t* word(WakeArea& area) { return reinterpret_cast<std::uint32_t*>(&area.sleeping); }
+std::uint32_t* word(WakeArea& area) {
+  return reinterpret_cast<std::uint32_t*>(&area.sleeping);
+}
 
 class FutexWaker final : public Waker {
  public:
@@ -22,8 +24,8 @@ class FutexWaker final : public Waker {
     // Blocks only while `sleeping` is still 1: a waker clears it before FUTEX_WAKE, so a wake
     // between our last check and this call makes the kernel return at once (EAGAIN).
     const timespec ts = to_monotonic_timespec(deadline);
-    ::syscall(SYS_futex, word(area), FUTEX_WAIT_BITSET, 1u,
-              deadline == kNoDeadline ? nullptr : &ts, nullptr, FUTEX_BITSET_MATCH_ANY);
+    ::syscall(SYS_futex, word(area), FUTEX_WAIT_BITSET, 1u, deadline == kNoDeadline ? nullptr : &ts,
+              nullptr, FUTEX_BITSET_MATCH_ANY);
   }
 
   void wake(WakeArea& area, pid_t) override {
@@ -33,6 +35,8 @@ class FutexWaker final : public Waker {
 
 }  // namespace
 
-std::unique_ptr<Waker> make_futex_waker() { return std::make_unique<FutexWaker>(); }
+std::unique_ptr<Waker> make_futex_waker() {
+  return std::make_unique<FutexWaker>();
+}
 
 }  // namespace chat::transport::shm

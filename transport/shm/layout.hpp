@@ -41,10 +41,10 @@ enum HelloState : std::uint32_t {
 
 struct HelloEntry {
   std::atomic<std::uint32_t> state;
-  std::int32_t pid;      // client
-  std::uint64_t nonce;   // client; echoed in the ClientBlock so the client knows it is its own
+  std::int32_t pid;     // client
+  std::uint64_t nonce;  // client; echoed in the ClientBlock so the client knows it is its own
   char segment[kSegmentNameBytes];  // server
-  WakeArea client_wake;  // the client sleeps here while it waits for the answer
+  WakeArea client_wake;             // the client sleeps here while it waits for the answer
 };
 
 struct CtlBlock {

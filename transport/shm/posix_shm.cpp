@@ -51,7 +51,7 @@ class PosixShmSource final : public MemorySource {
   std::unique_ptr<Segment> open(const std::string& name, std::size_t bytes) override {
     try {
       bip::shared_memory_object shm(bip::open_only, name.c_str(), bip::read_write);
-      struct stat st{};
+      struct stat st {};
       if (::fstat(shm.get_mapping_handle().handle, &st) != 0) {
         throw_system_error("fstat", "/dev/shm/" + name);
       }
@@ -91,7 +91,7 @@ std::vector<std::string> remove_posix_shm_leftovers(const std::filesystem::path&
   for (const auto& entry : std::filesystem::directory_iterator("/dev/shm", ec)) {
     const std::string name = entry.path().filename().string();
     if (name.compare(0, prefix.size(), prefix) != 0) continue;
-    struct stat st{};
+    struct stat st {};
     if (::lstat(entry.path().c_str(), &st) != 0 || st.st_uid != ::geteuid()) continue;
     if (bip::shared_memory_object::remove(name.c_str())) removed.push_back("/dev/shm/" + name);
   }

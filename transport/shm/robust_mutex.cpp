@@ -44,7 +44,9 @@ LockResult RobustMutex::lock(Deadline deadline) {
   return after_lock(&native, pthread_mutex_clocklock(&native, CLOCK_MONOTONIC, &ts));
 }
 
-void RobustMutex::unlock() { pthread_mutex_unlock(&native); }
+void RobustMutex::unlock() {
+  pthread_mutex_unlock(&native);
+}
 
 void SharedCondvar::init() {
   pthread_condattr_t attr;
@@ -67,7 +69,11 @@ LockResult SharedCondvar::wait(RobustMutex& m, Deadline deadline) {
   return after_lock(&m.native, rc);
 }
 
-void SharedCondvar::signal() { pthread_cond_signal(&native); }
-void SharedCondvar::broadcast() { pthread_cond_broadcast(&native); }
+void SharedCondvar::signal() {
+  pthread_cond_signal(&native);
+}
+void SharedCondvar::broadcast() {
+  pthread_cond_broadcast(&native);
+}
 
 }  // namespace chat::transport::shm

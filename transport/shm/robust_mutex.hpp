@@ -50,7 +50,9 @@ class RobustLock {
   }
   RobustLock(const RobustLock&) = delete;
   RobustLock& operator=(const RobustLock&) = delete;
-  bool owns_lock() const { return result_ == LockResult::kLocked || result_ == LockResult::kRecovered; }
+  bool owns_lock() const {
+    return result_ == LockResult::kLocked || result_ == LockResult::kRecovered;
+  }
   LockResult result() const { return result_; }
 
  private:

@@ -43,16 +43,28 @@ class Waker {
 void notify(Waker& waker, WakeArea& area, pid_t sleeper_pid);
 
 // Spin-then-block tuning for one waiting thread: spins only while spinning has been paying
-// off recently (the peer answered within the spin), and never longer than kMaxSpin.
+// off recently (the peer answered within the spin), and never longer than kMaxSpinNs. Once
+// misses have worn the budget down to nothing, one wait in kProbeEvery still spins kProbeNs:
+// a budget that collapsed while the machine was busy grows again when answers come quickly,
+// while a busy machine, where a spin only delays the peer we wait for, pays next to nothing.
 class SpinBudget {
  public:
   static constexpr std::int64_t kMaxSpinNs = 20'000;
-  std::int64_t budget_ns() const { return budget_ns_; }
-  void spin_hit() { budget_ns_ = budget_ns_ * 2 + 1'000 > kMaxSpinNs ? kMaxSpinNs : budget_ns_ * 2 + 1'000; }
+  static constexpr std::int64_t kProbeNs = 2'000;
+  static constexpr unsigned kProbeEvery = 64;
+  // How long the next wait may spin (0: not at all).
+  std::int64_t next_spin_ns() {
+    if (budget_ns_ > 0) return budget_ns_;
+    return ++waits_since_probe_ % kProbeEvery == 0 ? kProbeNs : 0;
+  }
+  void spin_hit() {
+    budget_ns_ = budget_ns_ * 2 + 1'000 > kMaxSpinNs ? kMaxSpinNs : budget_ns_ * 2 + 1'000;
+  }
   void spin_miss() { budget_ns_ /= 2; }
 
  private:
   std::int64_t budget_ns_ = 4'000;
+  unsigned waits_since_probe_ = 0;
 };
 
 // Waits until `ready()` is true or `deadline` passes; returns ready(). Spins within `spin`'s
@@ -62,8 +74,8 @@ template <typename Ready>
 bool wait_until(Waker& waker, WakeArea& area, SpinBudget& spin, Ready&& ready, Deadline deadline,
                 Clock::duration max_sleep = std::chrono::milliseconds(500)) {
   if (ready()) return true;
-  if (spin.budget_ns() > 0) {
-    const auto spin_end = Clock::now() + std::chrono::nanoseconds(spin.budget_ns());
+  if (const std::int64_t spin_ns = spin.next_spin_ns(); spin_ns > 0) {
+    const auto spin_end = Clock::now() + std::chrono::nanoseconds(spin_ns);
     for (unsigned i = 1;; ++i) {
 #if defined(__x86_64__) || defined(__i386__)
       __builtin_ia32_pause();
@@ -72,7 +84,7 @@ bool wait_until(Waker& waker, WakeArea& area, SpinBudget& spin, Ready&& ready, D
         spin.spin_hit();
         return true;
       }
-      if ((i & 63) == 0 && Clock::now() >= spin_end) break;
+      if ((i & 15) == 0 && Clock::now() >= spin_end) break;
     }
     spin.spin_miss();
   }

@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <mutex>
 #include <utility>
 
@@ -30,10 +29,15 @@ timespec remaining(Deadline deadline) {
 // Wakes a sleeper by sending a signal to its thread. Sleepers publish their tid in the shared
 // WakeArea; wakers send to that tid only within the sleeper's process (tgsigqueueinfo and
 // tgkill check that the thread belongs to `pid`), so a scribbled tid can at worst ring the
-// wrong thread of the right process, whose blocked signal then just stays pending.
+// wrong thread of the right process, whose blocked signal then just stays pending. (A hostile
+// client can name another process of our uid as its pid; it could signal that process itself.)
 class SignalWaker final : public shm::Waker {
  public:
-  SignalWaker() : own_pid_(::getpid()), doorbell_(doorbell_signal()), set_(doorbell_signals()) {}
+  SignalWaker()
+      : own_pid_(::getpid()),
+        own_uid_(::getuid()),
+        doorbell_(doorbell_signal()),
+        set_(doorbell_signals()) {}
 
   void init(shm::WakeArea& area) override {
     area.sleeping.store(0);
@@ -95,7 +99,7 @@ class SignalWaker final : public shm::Waker {
     info.si_signo = doorbell_;
     info.si_code = SI_QUEUE;  // what sigqueue() sends; the kernel refuses SI_USER from here
     info.si_pid = own_pid_;
-    info.si_uid = ::getuid();
+    info.si_uid = own_uid_;
     if (::syscall(SYS_rt_tgsigqueueinfo, pid, tid, doorbell_, &info) == 0) return;
     if (errno == EAGAIN) {
       // The queue quota is full (possibly filled by someone else): a standard signal is
@@ -107,6 +111,7 @@ class SignalWaker final : public shm::Waker {
 
  private:
   const pid_t own_pid_;
+  const uid_t own_uid_;
   const int doorbell_;
   const sigset_t set_;
   std::mutex mutex_;
@@ -158,10 +163,7 @@ std::vector<std::string> cleanup(const CleanupOptions& options) {
   int ctl = -1;
   const auto& o = options.objects;
   if (o.is_object() && o.contains("sysv_key_file") && o.contains("ctl") && o["ctl"].is_string()) {
-    const std::string name = o["ctl"].get<std::string>();
-    int id = -1;
-    const auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), id);
-    if (ec == std::errc() && end == name.data() + name.size()) ctl = id;
+    ctl = parse_shmid(o["ctl"].get<std::string>()).value_or(-1);
   }
   return remove_sysv_leftovers(options.dir, options.dead_server_pid, ctl, sizeof(shm::CtlBlock),
                                sizeof(shm::ClientBlock));

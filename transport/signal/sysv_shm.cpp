@@ -112,6 +112,13 @@ bool SysvSegment::remove(int shmid) {
   return ::shmctl(shmid, IPC_RMID, nullptr) == 0;
 }
 
+std::optional<int> parse_shmid(std::string_view name) {
+  int id = -1;
+  const auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), id);
+  if (ec != std::errc() || end != name.data() + name.size() || id < 0) return std::nullopt;
+  return id;
+}
+
 shmid_ds stat_sysv_segment(int shmid) {
   shmid_ds ds{};
   if (::shmctl(shmid, IPC_STAT, &ds) != 0) {
@@ -134,16 +141,6 @@ class SysvShmSegment final : public shm::Segment {
   SysvSegment segment_;
   std::string name_;
 };
-
-// A segment name is a shmid in decimal and nothing else.
-int parse_shmid(const std::string& name) {
-  int id = -1;
-  const auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), id);
-  if (ec != std::errc() || end != name.data() + name.size() || id < 0) {
-    throw_system_error("shmat", "'" + name + "' is not a SysV segment id", EINVAL);
-  }
-  return id;
-}
 
 class SysvSource final : public shm::MemorySource {
  public:
@@ -175,15 +172,15 @@ class SysvSource final : public shm::MemorySource {
   }
 
   std::unique_ptr<shm::Segment> open(const std::string& name, std::size_t bytes) override {
-    return std::make_unique<SysvShmSegment>(
-        SysvSegment::open(parse_shmid(name), bytes, "SysV segment " + name));
+    const auto id = parse_shmid(name);
+    if (!id) throw_system_error("shmat", "'" + name + "' is not a SysV segment id", EINVAL);
+    return std::make_unique<SysvShmSegment>(SysvSegment::open(*id, bytes, "SysV segment " + name));
   }
 
   void remove(const std::string& name) override {
-    int id = -1;
-    const auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), id);
-    if (ec != std::errc() || end != name.data() + name.size() || id < 0) return;
-    SysvSegment::remove(id);
+    const auto id = parse_shmid(name);
+    if (!id) return;
+    SysvSegment::remove(*id);
     std::lock_guard lock(mutex_);
     if (name == ctl_name_) {
       // The key has no segment any more; its file goes with it so the runtime dir is empty.

@@ -9,7 +9,9 @@
 #include <cstddef>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "transport/shm/memory.hpp"
@@ -50,6 +52,9 @@ class SysvSegment {
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
 };
+
+// A segment's name is its shmid in decimal and nothing else: the id, or nullopt.
+std::optional<int> parse_shmid(std::string_view name);
 
 // The IPC_STAT record of segment `shmid`; std::system_error if there is none.
 shmid_ds stat_sysv_segment(int shmid);

@@ -85,8 +85,17 @@ class Server final : public ServerEndpoint {
       std::lock_guard lock(mutex_);
       closing_.clear();
     }
+    if (accept_paused_until_ != Deadline{}) {
+      if (Clock::now() >= accept_paused_until_) {
+        modify(listen_fd_.get(), kListenKey, EPOLLIN);
+        accept_paused_until_ = Deadline{};
+      } else {
+        deadline = std::min(deadline, accept_paused_until_);
+      }
+    }
     epoll_event ready[64];
-    const int n = retry_eintr([&] { return ::epoll_wait(epoll_.get(), ready, 64, poll_timeout_ms(deadline)); });
+    const int n = retry_eintr(
+        [&] { return ::epoll_wait(epoll_.get(), ready, 64, poll_timeout_ms(deadline)); });
     if (n < 0) throw_system_error("epoll_wait", path_.string());
     for (int i = 0; i < n; ++i) {
       const std::uint64_t key = ready[i].data.u64;
@@ -173,9 +182,15 @@ class Server final : public ServerEndpoint {
       UniqueFd fd(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
       if (!fd) {
         if (errno == EINTR || errno == ECONNABORTED) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK && logger_) {
-          logger_->warn(std::string("accept on ") + path_.string() + ": " + std::strerror(errno));
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+        if (logger_) {
+          logger_->warn(std::string("accept on ") + path_.string() + ": " + std::strerror(errno) +
+                        "; not accepting for 100 ms");
         }
+        // The listen socket stays readable while we cannot accept (out of descriptors, say):
+        // stop watching it for a while rather than spin on it.
+        modify(listen_fd_.get(), kListenKey, 0);
+        accept_paused_until_ = Clock::now() + std::chrono::milliseconds(100);
         return;
       }
       ucred cred{};
@@ -189,7 +204,12 @@ class Server final : public ServerEndpoint {
       ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
       Conn conn;
       conn.pid = cred.pid;
-      conn.pidfd = open_pidfd(cred.pid);
+      try {
+        conn.pidfd = open_pidfd(cred.pid);
+      } catch (const std::system_error& e) {
+        if (logger_) logger_->warn(std::string("uds: refusing a client: ") + e.what());
+        continue;
+      }
       const ClientId id = next_id_++;
       add(fd.get(), id, EPOLLIN);
       conn.fd = std::move(fd);
@@ -270,6 +290,7 @@ class Server final : public ServerEndpoint {
   std::unordered_map<ClientId, Conn> clients_;
   std::vector<Conn> closing_;
   ClientId next_id_ = kFirstClientId;
+  Deadline accept_paused_until_{};  // I/O thread only
 };
 
 class Client final : public ClientConnection {
@@ -280,13 +301,16 @@ class Client final : public ClientConnection {
         server_pidfd_(open_pidfd(o.server_pid)) {
     if (!fd_) throw_system_error("socket", "uds client");
     if (!wake_fd_) throw_system_error("eventfd", "uds client");
-    if (!server_pidfd_) throw ConnectError(ConnectError::Kind::kNoServer, "the server process has exited");
+    if (!server_pidfd_)
+      throw ConnectError(ConnectError::Kind::kNoServer, "the server process has exited");
     const auto path = o.dir / kSocketName;
     const sockaddr_un addr = address_of(path);
-    if (retry_eintr([&] { return ::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr); }) != 0) {
+    if (retry_eintr([&] {
+          return ::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+        }) != 0) {
       const int err = errno;
       throw ConnectError(err == ENOENT || err == ECONNREFUSED ? ConnectError::Kind::kNoServer
-                                                             : ConnectError::Kind::kOther,
+                                                              : ConnectError::Kind::kOther,
                          "connect " + path.string() + ": " + std::strerror(err));
     }
     ucred cred{};
@@ -301,8 +325,9 @@ class Client final : public ClientConnection {
   SendResult send(std::span<const std::byte> frame, Deadline deadline) override {
     check_frame_size(frame.size());
     for (;;) {
-      const ssize_t n = retry_eintr(
-          [&] { return ::send(fd_.get(), frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL); });
+      const ssize_t n = retry_eintr([&] {
+        return ::send(fd_.get(), frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      });
       if (n == static_cast<ssize_t>(frame.size())) return SendResult::kSent;
       if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS)) {
         return SendResult::kGone;
@@ -319,13 +344,11 @@ class Client final : public ClientConnection {
       const ssize_t n = receive_packet(fd_.get(), frame, MSG_DONTWAIT);
       if (n > 0) return ReceiveResult::kFrame;
       if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-        // A dying server's sockets close a moment before its pidfd reports the exit; wait
-        // that moment so server_alive() tells a closed connection from a dead server.
-        pollfd p{server_pidfd_.get(), POLLIN, 0};
-        if (retry_eintr([&] { return ::poll(&p, 1, 200); }) > 0) server_dead_ = true;
+        closed_ = true;
         return ReceiveResult::kClosed;
       }
-      pollfd p[3] = {{fd_.get(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}, {server_pidfd_.get(), POLLIN, 0}};
+      pollfd p[3] = {
+          {fd_.get(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}, {server_pidfd_.get(), POLLIN, 0}};
       const int r = retry_eintr([&] { return ::poll(p, 3, poll_timeout_ms(deadline)); });
       if (r == 0) return ReceiveResult::kTimeout;
       if (p[1].revents) {
@@ -340,7 +363,14 @@ class Client final : public ClientConnection {
     }
   }
 
-  bool server_alive() override { return !server_dead_ && !pidfd_exited(server_pidfd_.get()); }
+  bool server_alive() override {
+    if (server_dead_) return false;
+    // A dying server's sockets close a moment before its pidfd reports the exit: once the
+    // connection has closed, give the pidfd that moment before answering.
+    pollfd p{server_pidfd_.get(), POLLIN, 0};
+    if (retry_eintr([&] { return ::poll(&p, 1, closed_ ? 200 : 0); }) > 0) server_dead_ = true;
+    return !server_dead_;
+  }
 
   void wake() override {
     const std::uint64_t one = 1;
@@ -352,6 +382,7 @@ class Client final : public ClientConnection {
   UniqueFd wake_fd_;
   UniqueFd server_pidfd_;
   std::atomic<bool> server_dead_{false};
+  std::atomic<bool> closed_{false};
 };
 
 }  // namespace

@@ -1,0 +1,676 @@
+// Pitfalls of the `msgq` backend: a full 16 KiB client queue, garbage and forged sender ids in
+// the shared server queue, queues removed from under their users, a killed server's queues
+// (and only those) reclaimed, key collisions, and a server that must sleep while idle.
+#define BOOST_TEST_MODULE msgq_transport
+#include "transport/msgq/msgq.hpp"
+
+#include <sys/ipc.h>
+#include <sys/msg.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/test/data/test_case.hpp>
+#include <boost/test/unit_test.hpp>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "common/instance.hpp"
+#include "common/log.hpp"
+#include "common/protocol.hpp"
+#include "tests/support/chat_process.hpp"
+#include "tests/support/main_fixture.hpp"
+#include "tests/support/support.hpp"
+#include "transport/factory.hpp"
+#include "transport/msgq/sysv_queue.hpp"
+#include "transport/msgq/wire.hpp"
+
+namespace bdata = boost::unit_test::data;
+namespace fs = std::filesystem;
+namespace wire = chat::transport::msgq::wire;
+using namespace chat;
+using namespace chat::transport;
+using namespace chat::test;
+namespace mq = chat::transport::msgq;
+using chat::transport::msgq::OwnedQueue;
+using chat::transport::msgq::stat_queue;
+using Kind = ServerEvent::Kind;
+
+namespace {
+
+Frame frame_of(const std::string& s) {
+  Frame f(s.size());
+  std::memcpy(f.data(), s.data(), s.size());
+  return f;
+}
+
+std::string text_of(const Frame& f) {
+  return std::string(reinterpret_cast<const char*>(f.data()), f.size());
+}
+
+Frame patterned(std::uint32_t n, std::size_t size) {
+  Frame f(size);
+  for (std::size_t i = 0; i < size; ++i) f[i] = std::byte{static_cast<std::uint8_t>(n * 31 + i)};
+  return f;
+}
+
+const Backend& msgq_backend() {
+  return *find_backend("msgq");
+}
+
+bool queue_exists(int id) {
+  msqid_ds ds{};
+  return stat_queue(id, ds);
+}
+
+std::uint64_t random_u64() {
+  std::uint64_t v = 0;
+  while (v == 0) BOOST_REQUIRE(::getrandom(&v, sizeof v, 0) == sizeof v);
+  return v;
+}
+
+// Puts a message into a queue as any process of ours could.
+void put(int queue, long mtype, const void* bytes, std::size_t size) {
+  std::vector<std::byte> b(sizeof mtype + size);  // up to msgmax, more than any valid message
+  std::memcpy(b.data(), &mtype, sizeof mtype);
+  if (size > 0) std::memcpy(b.data() + sizeof mtype, bytes, size);
+  BOOST_REQUIRE_MESSAGE(::msgsnd(queue, b.data(), size, IPC_NOWAIT) == 0, std::strerror(errno));
+}
+
+// The queue ids a server recorded in its runtime dir.
+std::vector<int> recorded_queues(const fs::path& dir) {
+  std::ifstream in(dir / "msgq.queues");
+  std::vector<int> ids;
+  int id;
+  long long key, ctime;
+  while (in >> id >> key >> ctime) ids.push_back(id);
+  return ids;
+}
+
+// A pid that certainly names no process right now: a child we have reaped.
+pid_t dead_pid() {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return child;
+}
+
+// An in-process msgq server endpoint with its poll loop on a thread of its own. Its events are
+// kept until a test takes them; it counts its poll() calls (each waits up to 1 s) and keeps
+// the error that ended its loop, if any. On destruction it removes everything and checks that
+// nothing is left.
+class Endpoint {
+ public:
+  explicit Endpoint(std::size_t max_clients = 16)
+      : dir_(InstanceDir::acquire(rt_.base(), rt_.instance())) {
+    ListenOptions lo;
+    lo.dir = dir_.path();
+    lo.instance = rt_.instance();
+    lo.logger = &logger_;  // what the endpoint complains about shows in the test log
+    lo.max_clients = max_clients;
+    ep_ = msgq_backend().listen(lo);
+    dir_.publish({rt_.instance(), "msgq", ::getpid(), protocol::kVersion, ep_->objects()});
+    thread_ = std::thread([this] {
+      std::vector<ServerEvent> evs;
+      try {
+        while (!stop_) {
+          evs.clear();
+          ep_->poll(evs, deadline_after(1s));
+          ++polls_;
+          std::lock_guard lock(mutex_);
+          for (auto& e : evs) events_.push_back(std::move(e));
+          if (!evs.empty()) cv_.notify_all();
+        }
+      } catch (const std::exception& e) {
+        std::lock_guard lock(mutex_);
+        poll_error_ = e.what();
+      }
+    });
+  }
+
+  ~Endpoint() {
+    stop_ = true;
+    ep_->wake();
+    thread_.join();
+    ep_.reset();
+    dir_.remove();
+    const auto left = leftovers(rt_, pids_);
+    BOOST_CHECK_MESSAGE(left.empty(), "left behind: " + (left.empty() ? "" : left.front()));
+  }
+
+  ServerEndpoint& ep() { return *ep_; }
+  fs::path dir() const { return dir_.path(); }
+  int server_queue() const { return ep_->objects().at("queue").get<int>(); }
+  std::uint64_t polls() const { return polls_; }
+  std::string poll_error() {
+    std::lock_guard lock(mutex_);
+    return poll_error_;
+  }
+
+  ConnectOptions connect_options() const {
+    return {dir_.path(), rt_.instance(), ::getpid(), ep_->objects(), deadline_after(5s)};
+  }
+
+  // Connects a client and waits for the server to report it.
+  std::pair<std::unique_ptr<ClientConnection>, ClientId> connect() {
+    auto c = msgq_backend().connect(connect_options());
+    const auto e = take([](const ServerEvent& e) { return e.kind == Kind::kConnected; });
+    BOOST_REQUIRE(e);
+    return {std::move(c), e->client};
+  }
+
+  // Removes and returns the first event (already reported or still to come) matching `pred`;
+  // other events stay for later.
+  std::optional<ServerEvent> take(const std::function<bool(const ServerEvent&)>& pred,
+                                  std::chrono::milliseconds timeout = 5000ms) {
+    std::unique_lock lock(mutex_);
+    std::optional<ServerEvent> found;
+    cv_.wait_for(lock, timeout, [&] {
+      for (auto it = events_.begin(); it != events_.end(); ++it) {
+        if (pred(*it)) {
+          found = std::move(*it);
+          events_.erase(it);
+          return true;
+        }
+      }
+      return false;
+    });
+    return found;
+  }
+  std::optional<ServerEvent> take(Kind kind, ClientId id, std::chrono::milliseconds t = 5000ms) {
+    return take([=](const ServerEvent& e) { return e.kind == kind && e.client == id; }, t);
+  }
+
+  // Sends, waiting for kWritable whenever the client's queue is full.
+  void send_all(ClientId id, const Frame& frame) {
+    for (;;) {
+      const SendResult r = ep_->send(id, frame);
+      if (r == SendResult::kSent) return;
+      BOOST_REQUIRE(r == SendResult::kFull);
+      BOOST_REQUIRE_MESSAGE(take(Kind::kWritable, id, 10s), "no kWritable after kFull");
+    }
+  }
+
+  // A frame from the client to the server and back.
+  bool round_trip(ClientConnection& c, ClientId id, const std::string& text) {
+    if (c.send(frame_of(text), deadline_after(5s)) != SendResult::kSent) return false;
+    const auto e = take(Kind::kFrame, id);
+    if (!e || text_of(e->frame) != text) return false;
+    if (ep_->send(id, e->frame) != SendResult::kSent) return false;
+    Frame f;
+    return c.receive(f, deadline_after(5s)) == ReceiveResult::kFrame && text_of(f) == text;
+  }
+
+ private:
+  Logger logger_{"msgq_test", LogLevel::kWarn};
+  TempRuntime rt_;
+  InstanceDir dir_;
+  std::unique_ptr<ServerEndpoint> ep_;
+  std::vector<pid_t> pids_{::getpid()};
+  std::atomic<bool> stop_{false};
+  std::atomic<std::uint64_t> polls_{0};
+  std::thread thread_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<ServerEvent> events_;
+  std::string poll_error_;
+};
+
+// A client speaking the wire protocol by hand, to break its rules after a proper handshake.
+struct RawClient {
+  int server_queue;
+  int queue = -1;
+  std::uint64_t nonce = random_u64();
+  wire::WelcomeMsg welcome;
+
+  explicit RawClient(Endpoint& server) : server_queue(server.server_queue()) {
+    wire::HelloMsg h;
+    h.pid = ::getpid();
+    h.nonce = nonce;
+    put(server_queue, wire::kHello, &h, sizeof h);
+    const auto until = std::chrono::steady_clock::now() + 5s;
+    while ((queue = ::msgget(wire::client_key(nonce), 0)) < 0 &&
+           std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(1ms);
+    }
+    BOOST_REQUIRE(queue >= 0);
+    wire::Buffer b;
+    while (::msgrcv(queue, &b, sizeof b.text, wire::kWelcome, IPC_NOWAIT) < 0 &&
+           std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(1ms);
+    }
+    std::memcpy(&welcome, b.text, sizeof welcome);
+    BOOST_REQUIRE(welcome.nonce == nonce);
+    up(wire::UpKind::kReady, {});
+  }
+
+  void up(wire::UpKind kind, const std::vector<std::byte>& payload) const {
+    std::vector<std::byte> m(sizeof(wire::UpHeader));
+    const wire::UpHeader h{welcome.client, welcome.token, kind, 0};
+    std::memcpy(m.data(), &h, sizeof h);
+    m.insert(m.end(), payload.begin(), payload.end());
+    put(server_queue, wire::kUp, m.data(), m.size());
+  }
+};
+
+// Something any process of ours can put into the server queue, given the id of a connected
+// client to pretend to be.
+struct Garbage {
+  std::string name;
+  std::function<std::pair<long, std::vector<std::byte>>(ClientId victim)> make;
+};
+
+std::ostream& operator<<(std::ostream& os, const Garbage& g) {
+  return os << g.name;
+}
+
+template <typename T>
+std::vector<std::byte> bytes_of(const T& v, std::size_t extra = 0,
+                                std::byte fill = std::byte{'x'}) {
+  std::vector<std::byte> b(sizeof v + extra, fill);
+  std::memcpy(b.data(), &v, sizeof v);
+  return b;
+}
+
+std::vector<Garbage> server_queue_garbage() {
+  using Bytes = std::vector<std::byte>;
+  return {
+      {"unknown mtype",
+       [](ClientId) {
+         return std::pair{77L, Bytes(10, std::byte{1})};
+       }},
+      {"empty message",
+       [](ClientId) {
+         return std::pair{wire::kUp, Bytes{}};
+       }},
+      {"short hello",
+       [](ClientId) {
+         return std::pair{wire::kHello, Bytes(3, std::byte{1})};
+       }},
+      {"hello with a wrong magic number",
+       [](ClientId) {
+         wire::HelloMsg h;
+         h.magic = 0;
+         h.pid = ::getpid();
+         return std::pair{wire::kHello, bytes_of(h)};
+       }},
+      {"hello from a pid that does not exist",
+       [](ClientId) {
+         wire::HelloMsg h;
+         h.pid = dead_pid();
+         h.nonce = random_u64();
+         return std::pair{wire::kHello, bytes_of(h)};
+       }},
+      {"message too short for its header",
+       [](ClientId) {
+         return std::pair{wire::kUp, Bytes(5, std::byte{1})};
+       }},
+      {"message for a client that never existed",
+       [](ClientId) {
+         return std::pair{wire::kUp,
+                          bytes_of(wire::UpHeader{999999, 1, wire::UpKind::kData, 0}, 4)};
+       }},
+      {"forged sender id with data",
+       [](ClientId victim) {
+         return std::pair{wire::kUp,
+                          bytes_of(wire::UpHeader{victim, 12345, wire::UpKind::kData, 0}, 4)};
+       }},
+      {"forged sender id with a goodbye",
+       [](ClientId victim) {
+         return std::pair{wire::kUp,
+                          bytes_of(wire::UpHeader{victim, 12345, wire::UpKind::kBye, 0})};
+       }},
+      {"forged sender id, oversize",
+       [](ClientId victim) {
+         return std::pair{wire::kUp,
+                          bytes_of(wire::UpHeader{victim, 12345, wire::UpKind::kData, 0}, 8000)};
+       }},
+      {"forged death marker",
+       [](ClientId victim) {
+         return std::pair{wire::kMark, bytes_of(wire::MarkMsg{777, victim})};
+       }},
+  };
+}
+
+// Breaking the rules with a valid token: the offender is known, and disconnected.
+struct Offence {
+  std::string name;
+  wire::UpKind kind;
+  std::size_t payload;
+  std::string detail;  // part of ServerEvent::detail
+};
+
+std::ostream& operator<<(std::ostream& os, const Offence& o) {
+  return os << o.name;
+}
+
+std::vector<Offence> offences() {
+  return {
+      {"unknown kind", static_cast<wire::UpKind>(9), 0, "unknown kind 9"},
+      {"empty data message", wire::UpKind::kData, 0, "data message of 0 bytes"},
+      {"oversize data message", wire::UpKind::kData, kMaxFrameBytes + 1, "longer than"},
+      {"second ready", wire::UpKind::kReady, 0, "second kReady"},
+  };
+}
+
+// CPU time this process has used, all threads.
+std::chrono::microseconds cpu_time() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  return std::chrono::seconds(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         std::chrono::microseconds(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(msgq)
+
+BOOST_AUTO_TEST_CASE(a_full_client_queue_is_full_for_that_client_only) {
+  Endpoint server;
+  auto [a, a_id] = server.connect();
+  auto [b, b_id] = server.connect();
+  // A does not read: its queue (16 KiB) and then its receiving thread's buffer fill up. Its
+  // thread keeps emptying the queue for a while, so a first kFull may not last.
+  std::vector<Frame> sent;
+  std::size_t bytes = 0;
+  for (std::uint32_t n = 0;; ++n) {
+    const Frame f = patterned(n, 4000);
+    SendResult r = server.ep().send(a_id, f);
+    if (r == SendResult::kFull) {
+      std::this_thread::sleep_for(50ms);
+      r = server.ep().send(a_id, f);
+      if (r == SendResult::kFull) break;
+    }
+    BOOST_REQUIRE(r == SendResult::kSent);
+    sent.push_back(f);
+    bytes += f.size();
+    BOOST_REQUIRE_MESSAGE(bytes <= kMaxTransportBufferBytes, "buffers hold more than 256 KiB");
+  }
+  BOOST_TEST(sent.size() >= 4u);  // at least the queue's 16 KiB
+  BOOST_TEST_MESSAGE(sent.size() << " frames of 4000 bytes queued for A");
+  while (server.take(Kind::kWritable, a_id, 100ms)) {
+  }
+  // B is not held up by A.
+  for (int i = 0; i < 50; ++i) {
+    BOOST_REQUIRE(
+        (server.ep().send(b_id, frame_of("to b " + std::to_string(i))) == SendResult::kSent));
+    Frame f;
+    BOOST_REQUIRE((b->receive(f, deadline_after(5s)) == ReceiveResult::kFrame));
+    BOOST_REQUIRE(text_of(f) == "to b " + std::to_string(i));
+  }
+  BOOST_TEST(server.round_trip(*b, b_id, "b talks too"));
+  BOOST_TEST((server.ep().send(a_id, patterned(0, 4000)) == SendResult::kFull));
+  BOOST_TEST(!server.take(Kind::kWritable, a_id, 50ms), "kWritable while nothing was read");
+  // A reads: kWritable comes, and nothing was lost or reordered.
+  for (std::size_t i = 0; i < sent.size(); ++i) {
+    Frame f;
+    BOOST_REQUIRE((a->receive(f, deadline_after(5s)) == ReceiveResult::kFrame));
+    BOOST_REQUIRE_MESSAGE(f == sent[i], "frame " << i << " wrong");
+  }
+  BOOST_REQUIRE(server.take(Kind::kWritable, a_id));
+  std::jthread reader([&, &a = a] {
+    for (std::uint32_t n = 0; n < 300; ++n) {
+      Frame f;
+      if (a->receive(f, deadline_after(10s)) != ReceiveResult::kFrame || f != patterned(n, 3000)) {
+        BOOST_ERROR("frame " << n << " after the jam lost or wrong");
+        return;
+      }
+    }
+  });
+  for (std::uint32_t n = 0; n < 300; ++n) server.send_all(a_id, patterned(n, 3000));
+  reader.join();
+  server.ep().close(a_id);
+  server.ep().close(b_id);
+}
+
+BOOST_DATA_TEST_CASE(garbage_in_the_server_queue_hurts_nobody, bdata::make(server_queue_garbage()),
+                     g) {
+  Endpoint server;
+  auto [a, a_id] = server.connect();
+  auto [b, b_id] = server.connect();
+  const auto [mtype, bytes] = g.make(a_id);
+  put(server.server_queue(), mtype, bytes.data(), bytes.size());
+  BOOST_TEST(server.round_trip(*a, a_id, "a after " + g.name));
+  BOOST_TEST(server.round_trip(*b, b_id, "b after " + g.name));
+  // Nobody was disconnected, and nothing forged reached anybody.
+  BOOST_TEST(!server.take([](const ServerEvent& e) { return e.kind != Kind::kWritable; }, 100ms));
+  BOOST_TEST(server.poll_error().empty());
+  server.ep().close(a_id);
+  server.ep().close(b_id);
+}
+
+BOOST_DATA_TEST_CASE(a_known_client_breaking_the_rules_is_disconnected_alone,
+                     bdata::make(offences()), o) {
+  Endpoint server;
+  auto [good, good_id] = server.connect();
+  RawClient bad(server);
+  const auto c = server.take([](const ServerEvent& e) { return e.kind == Kind::kConnected; });
+  BOOST_REQUIRE(c);
+  BOOST_TEST(c->pid == ::getpid());
+  bad.up(o.kind, std::vector<std::byte>(o.payload, std::byte{'z'}));
+  const auto d = server.take(Kind::kDisconnected, c->client);
+  BOOST_REQUIRE_MESSAGE(d, "the offender was not disconnected");
+  BOOST_TEST((d->gone == ServerEvent::Gone::kMalformed));
+  BOOST_TEST(d->detail.find(o.detail) != std::string::npos, d->detail);
+  server.ep().close(c->client);
+  BOOST_TEST(!queue_exists(bad.queue));  // its queue goes with it
+  BOOST_TEST(server.round_trip(*good, good_id, "unaffected"));
+  server.ep().close(good_id);
+}
+
+BOOST_AUTO_TEST_CASE(queues_removed_from_under_their_users_end_cleanly) {
+  Endpoint server;
+  auto [a, a_id] = server.connect();
+  // The server closes A with frames still queued: A reads them, then sees the end (EIDRM).
+  for (int i = 0; i < 3; ++i) server.ep().send(a_id, frame_of("last " + std::to_string(i)));
+  server.ep().close(a_id);
+  for (int i = 0; i < 3; ++i) {
+    Frame f;
+    BOOST_REQUIRE((a->receive(f, deadline_after(5s)) == ReceiveResult::kFrame));
+    BOOST_TEST(text_of(f) == "last " + std::to_string(i));
+  }
+  Frame f;
+  BOOST_TEST((a->receive(f, deadline_after(5s)) == ReceiveResult::kClosed));
+  BOOST_TEST((a->send(frame_of("x"), deadline_after(1s)) == SendResult::kGone));
+  // Someone removes the server queue: clients get kGone, the server reports it from poll()
+  // rather than crashing or spinning.
+  auto [b, b_id] = server.connect();
+  BOOST_REQUIRE(::msgctl(server.server_queue(), IPC_RMID, nullptr) == 0);
+  BOOST_TEST((b->send(frame_of("x"), deadline_after(1s)) == SendResult::kGone));
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (server.poll_error().empty() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(5ms);
+  }
+  BOOST_TEST(server.poll_error().find("msgrcv") != std::string::npos, server.poll_error());
+  server.ep().close(b_id);
+}
+
+BOOST_AUTO_TEST_CASE(a_killed_servers_queues_and_only_those_are_reclaimed) {
+  TempRuntime rt;
+  std::vector<pid_t> pids{::getpid()};
+  // Ours, but not the server's: cleanup must leave it alone, even when the record names its id.
+  OwnedQueue decoy = OwnedQueue::create(IPC_PRIVATE, "decoy");
+  std::vector<int> recorded;
+  {
+    Process server(
+        {binary("transport_peer").string(), "server", "msgq", rt.base().string(), rt.instance()});
+    pids.push_back(server.pid());
+    BOOST_REQUIRE_MESSAGE(server.wait_out_contains("ready", 5s), server.err());
+    const auto info = find_live_instance(rt.base(), rt.instance());
+    BOOST_REQUIRE(info);
+    auto client = msgq_backend().connect(
+        {rt.dir(), rt.instance(), info->pid, info->objects, deadline_after(5s)});
+    BOOST_TEST((client->send(frame_of("ping"), deadline_after(5s)) == SendResult::kSent));
+    Frame f;
+    BOOST_REQUIRE((client->receive(f, deadline_after(5s)) == ReceiveResult::kFrame));
+    recorded = recorded_queues(rt.dir());
+    BOOST_TEST(recorded.size() == 2u);  // the server queue and the client's
+    server.kill(SIGKILL);
+    server.wait(5s);
+    BOOST_TEST((client->receive(f, deadline_after(3s)) == ReceiveResult::kClosed));
+    BOOST_TEST(!client->server_alive());
+  }
+  for (int id : recorded) BOOST_TEST(queue_exists(id), "queue " << id << " vanished by itself");
+  {
+    // A forged line naming the decoy, with the wrong creation time.
+    std::ofstream out(rt.dir() / "msgq.queues", std::ios::app);
+    out << decoy.id() << " 0 " << decoy.ctime() - 1 << "\n";
+  }
+  auto dir = InstanceDir::acquire(rt.base(), rt.instance());
+  const auto stale = dir.stale_info();
+  BOOST_REQUIRE(stale);
+  const auto removed = msgq_backend().cleanup({dir.path(), stale->pid, stale->objects});
+  BOOST_TEST(removed.size() == 2u);
+  for (const auto& line : removed) BOOST_TEST_MESSAGE("removed: " << line);
+  for (int id : recorded) BOOST_TEST(!queue_exists(id));
+  BOOST_TEST(queue_exists(decoy.id()));
+  BOOST_TEST(msgq_backend().cleanup({dir.path(), stale->pid, stale->objects}).empty());
+  dir.remove();
+  const auto left = leftovers(rt, pids);
+  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " + (left.empty() ? "" : left.front()));
+}
+
+BOOST_AUTO_TEST_CASE(chatd_restarted_after_sigkill_reclaims_the_queues) {
+  TempRuntime rt;
+  auto chatd = start_chatd(rt, "msgq");
+  std::vector<pid_t> pids{::getpid(), chatd->pid()};
+  auto alice = start_chat(rt, "alice");
+  pids.push_back(alice->pid());
+  const auto old_queues = recorded_queues(rt.dir());
+  BOOST_TEST(old_queues.size() == 2u);
+  chatd->kill(SIGKILL);
+  chatd->wait(5s);
+  const auto code = alice->wait(3s);  // a dead server: exit 5 within 1 s
+  BOOST_TEST((code && *code == 5), alice->err());
+  for (int id : old_queues) BOOST_TEST(queue_exists(id));
+  auto again = start_chatd(rt, "msgq");
+  pids.push_back(again->pid());
+  for (int id : old_queues) BOOST_TEST(!queue_exists(id), "queue " << id << " not reclaimed");
+  BOOST_TEST(again->err().find("removed leftover") != std::string::npos, again->err());
+  again->kill(SIGTERM);
+  const auto clean = again->wait(5s);
+  BOOST_TEST((clean && *clean == 0));
+  const auto left = leftovers(rt, pids);
+  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " + (left.empty() ? "" : left.front()));
+}
+
+BOOST_AUTO_TEST_CASE(a_key_collision_is_an_error_never_a_shared_queue) {
+  const key_t key = wire::client_key(random_u64());
+  OwnedQueue first = OwnedQueue::create(key, "first");
+  put(first.id(), 1, "x", 1);
+  BOOST_CHECK_EXCEPTION(OwnedQueue::create(key, "second"), std::system_error,
+                        [](const std::system_error& e) { return e.code().value() == EEXIST; });
+  msqid_ds ds{};
+  BOOST_REQUIRE(stat_queue(first.id(), ds));
+  BOOST_TEST(ds.msg_qnum == 1u);  // untouched
+
+  // A file planted where the server creates its key file: listen() refuses; no queue made.
+  TempRuntime rt;
+  auto dir = InstanceDir::acquire(rt.base(), rt.instance());
+  { std::ofstream(dir.path() / "msgq.key") << "planted"; }
+  ListenOptions lo{dir.path(), rt.instance(), 4, nullptr};
+  BOOST_CHECK_THROW(msgq_backend().listen(lo), std::system_error);
+  for (int project : {'m', 'q', 'M', 'Q'}) {
+    BOOST_TEST(::msgget(::ftok((dir.path() / "msgq.key").c_str(), project), 0) == -1);
+  }
+  dir.remove();
+}
+
+BOOST_AUTO_TEST_CASE(the_record_names_exactly_the_live_queues) {
+  TempRuntime rt;
+  fs::create_directories(rt.dir());
+  const fs::path path = rt.dir() / "msgq.queues";
+  {
+    auto record = mq::QueueRecord::create(path);
+    OwnedQueue a = OwnedQueue::create(IPC_PRIVATE, "a");
+    OwnedQueue b = OwnedQueue::create(IPC_PRIVATE, "b");
+    OwnedQueue c = OwnedQueue::create(IPC_PRIVATE, "c");
+    for (const OwnedQueue* q : {&a, &b, &c}) record.add(*q);
+    BOOST_TEST(record.lines() == 3u);
+    record.rewrite({&a, &c});  // b is no longer the server's to remove
+    BOOST_TEST(record.lines() == 2u);
+    BOOST_TEST((recorded_queues(rt.dir()) == std::vector<int>{a.id(), c.id()}));
+    const auto removed = mq::remove_recorded_queues(path);
+    BOOST_TEST(removed.size() == 2u);
+    BOOST_TEST(!queue_exists(a.id()));
+    BOOST_TEST(queue_exists(b.id()));
+    BOOST_TEST(!queue_exists(c.id()));
+  }
+  BOOST_TEST(!fs::exists(path));  // the record goes with its owner
+  BOOST_TEST(mq::remove_recorded_queues(path).empty());
+  fs::remove_all(rt.base());
+}
+
+BOOST_AUTO_TEST_CASE(an_idle_server_sleeps) {
+  Endpoint server;
+  std::vector<std::pair<std::unique_ptr<ClientConnection>, ClientId>> clients;
+  for (int i = 0; i < 20; ++i) clients.push_back(server.connect());
+  const auto idle = [&](const char* when) {
+    std::this_thread::sleep_for(100ms);
+    const auto polls = server.polls();
+    const auto cpu = cpu_time();
+    std::this_thread::sleep_for(1500ms);
+    const auto used = cpu_time() - cpu;
+    BOOST_TEST_MESSAGE(when << ": " << server.polls() - polls << " polls, " << used.count()
+                            << " us CPU in 1.5 s");
+    BOOST_TEST(server.polls() - polls <= 3u, when);  // only the 1-s deadlines of the loop
+    BOOST_TEST(used < std::chrono::milliseconds(50), when);
+  };
+  idle("20 idle clients");
+  // A client queue runs full, then drains: the server re-checks only meanwhile.
+  auto& [a, a_id] = clients.front();
+  std::size_t sent = 0;
+  while (server.ep().send(a_id, patterned(static_cast<std::uint32_t>(sent), 4000)) ==
+         SendResult::kSent) {
+    ++sent;
+  }
+  for (std::size_t i = 0; i < sent; ++i) {
+    Frame f;
+    BOOST_REQUIRE((a->receive(f, deadline_after(5s)) == ReceiveResult::kFrame));
+  }
+  BOOST_REQUIRE(server.take(Kind::kWritable, a_id));
+  idle("after a full queue drained");
+  for (auto& [c, id] : clients) server.ep().close(id);
+}
+
+BOOST_AUTO_TEST_CASE(a_burst_of_clients_all_get_in) {
+  // More clients at once than handshakes may be in progress: the rest wait, none is dropped.
+  Endpoint server(128);
+  constexpr std::size_t kClients = 80;
+  std::vector<std::unique_ptr<ClientConnection>> clients(kClients);
+  std::mutex errors_mutex;
+  std::vector<std::string> errors;
+  {
+    std::vector<std::jthread> threads;
+    for (std::size_t i = 0; i < kClients; ++i) {
+      threads.emplace_back([&, i] {
+        try {
+          clients[i] = msgq_backend().connect(server.connect_options());
+        } catch (const std::exception& e) {
+          std::lock_guard lock(errors_mutex);
+          errors.push_back(e.what());
+        }
+      });
+    }
+  }
+  BOOST_TEST(errors.empty(), (errors.empty() ? "" : errors.front()));
+  std::vector<ClientId> ids;
+  while (ids.size() < kClients) {
+    const auto e = server.take([](const ServerEvent& e) { return e.kind == Kind::kConnected; });
+    if (!e) break;
+    ids.push_back(e->client);
+  }
+  BOOST_TEST(ids.size() == kClients);
+  for (const ClientId id : ids) server.ep().close(id);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,170 @@
+// The "room again" hand-shakes of the shared-memory engine while the other side sleeps. A side
+// that waits for room sets a flag the reader consumes when it reads; if one read frees too
+// little and the waiter goes back to sleep without setting the flag again, later reads wake
+// nobody and the waiter only notices at its next re-check slice (500 ms). Both directions.
+#define BOOST_TEST_MODULE shm_wake
+#include <atomic>
+#include <boost/test/data/test_case.hpp>
+#include <boost/test/unit_test.hpp>
+#include <thread>
+
+#include "common/instance.hpp"
+#include "common/protocol.hpp"
+#include "tests/support/chat_process.hpp"
+#include "tests/support/main_fixture.hpp"
+#include "tests/support/support.hpp"
+
+namespace bdata = boost::unit_test::data;
+using namespace chat;
+using namespace chat::transport;
+using namespace chat::test;
+using Kind = ServerEvent::Kind;
+
+// Not in an anonymous namespace: data-driven test cases capture these in lambdas.
+namespace shm_wake_support {
+
+// Well under the 500 ms re-check slice a lost wake-up costs, well over a scheduling hiccup.
+constexpr auto kPrompt = 250ms;
+
+// A listening endpoint of `backend` in a private runtime dir, polled only when the test says.
+struct Endpoint {
+  explicit Endpoint(const Backend& b)
+      : backend(b), dir(InstanceDir::acquire(rt.base(), rt.instance())) {
+    ListenOptions lo;
+    lo.dir = dir.path();
+    lo.instance = rt.instance();
+    lo.max_clients = 4;
+    ep = backend.listen(lo);
+    dir.publish(
+        {rt.instance(), std::string(backend.name), ::getpid(), protocol::kVersion, ep->objects()});
+  }
+  ~Endpoint() {
+    ep.reset();
+    dir.remove();
+    const auto left = leftovers(rt, {::getpid()});
+    BOOST_CHECK_MESSAGE(left.empty(), "left behind: " + (left.empty() ? "" : left.front()));
+  }
+  // Connects a client (the handshake needs the server polling meanwhile); its id.
+  std::pair<std::unique_ptr<ClientConnection>, ClientId> connect() {
+    ClientId id = 0;
+    std::thread accept([&] {
+      std::vector<ServerEvent> events;
+      const auto end = Clock::now() + 10s;
+      while (id == 0 && Clock::now() < end) {
+        events.clear();
+        ep->poll(events, deadline_after(20ms));
+        for (const auto& e : events) {
+          if (e.kind == Kind::kConnected) id = e.client;
+        }
+      }
+    });
+    ConnectOptions co;
+    co.dir = dir.path();
+    co.instance = rt.instance();
+    co.server_pid = ::getpid();
+    co.objects = ep->objects();
+    co.deadline = deadline_after(5s);
+    std::unique_ptr<ClientConnection> c;
+    try {
+      c = backend.connect(co);
+    } catch (...) {
+      accept.join();
+      throw;
+    }
+    accept.join();
+    BOOST_REQUIRE_MESSAGE(id != 0, "no kConnected");
+    return {std::move(c), id};
+  }
+
+  const Backend& backend;
+  TempRuntime rt;
+  InstanceDir dir;
+  std::unique_ptr<ServerEndpoint> ep;
+};
+
+}  // namespace shm_wake_support
+
+using shm_wake_support::Endpoint;
+using shm_wake_support::kPrompt;
+
+BOOST_AUTO_TEST_SUITE(shm_wake)
+
+BOOST_DATA_TEST_CASE(writable_comes_promptly_after_small_reads, bdata::make(shm_backends()), name) {
+  Endpoint server(*find_backend(name));
+  auto [client, id] = server.connect();
+  const Frame small(100, std::byte{'x'});
+  std::size_t queued = 0;
+  while (server.ep->send(id, small) == SendResult::kSent) ++queued;
+  BOOST_REQUIRE(queued > 1);
+  // The server sleeps in poll() waiting for room; the client frees a little, then the rest.
+  std::atomic<std::int64_t> writable_at{0};
+  std::thread poller([&] {
+    std::vector<ServerEvent> events;
+    const auto end = Clock::now() + 5s;
+    while (writable_at.load() == 0 && Clock::now() < end) {
+      events.clear();
+      server.ep->poll(events, end);
+      for (const auto& e : events) {
+        if (e.kind == Kind::kWritable && e.client == id) {
+          writable_at.store(Clock::now().time_since_epoch().count());
+        }
+      }
+    }
+  });
+  Frame f;
+  std::this_thread::sleep_for(50ms);
+  BOOST_REQUIRE(client->receive(f, deadline_after(5s)) == ReceiveResult::kFrame);
+  std::this_thread::sleep_for(50ms);  // the server looks, finds too little room, sleeps again
+  const auto drained_from = Clock::now();
+  for (std::size_t i = 1; i < queued; ++i) {
+    BOOST_REQUIRE(client->receive(f, deadline_after(5s)) == ReceiveResult::kFrame);
+  }
+  poller.join();
+  BOOST_REQUIRE_MESSAGE(writable_at.load() != 0, "no kWritable after the client drained it all");
+  const auto late = Clock::time_point(Clock::duration(writable_at.load())) - drained_from;
+  BOOST_TEST_MESSAGE(name << ": kWritable "
+                          << std::chrono::duration_cast<std::chrono::milliseconds>(late).count()
+                          << " ms after the drain began");
+  BOOST_TEST((late < kPrompt));
+}
+
+BOOST_DATA_TEST_CASE(client_send_resumes_promptly_after_small_reads, bdata::make(shm_backends()),
+                     name) {
+  Endpoint server(*find_backend(name));
+  auto [client, id] = server.connect();
+  // Fill the up ring with 1-byte frames while the server does not read.
+  const Frame tiny(1, std::byte{'t'});
+  std::size_t queued = 0;
+  while (client->send(tiny, Clock::now()) == SendResult::kSent) ++queued;
+  BOOST_REQUIRE(queued > 0);
+  // A big frame waits for room; the server frees it a little at a time (a bounded number of
+  // frames per poll), each time too little for it until the last.
+  std::atomic<bool> sent{false};
+  std::chrono::nanoseconds took{};
+  std::thread sender([&] {
+    const auto start = Clock::now();
+    const Frame big(4000, std::byte{'b'});
+    sent = client->send(big, deadline_after(5s)) == SendResult::kSent;
+    took = Clock::now() - start;
+  });
+  std::this_thread::sleep_for(50ms);  // the sender sleeps waiting for room
+  std::vector<ServerEvent> events;
+  std::size_t frames = 0;
+  const auto end = Clock::now() + 5s;
+  while (frames < queued + 1 && Clock::now() < end) {
+    events.clear();
+    server.ep->poll(events, deadline_after(100ms));
+    for (const auto& e : events) {
+      if (e.kind == Kind::kFrame && e.client == id) ++frames;
+    }
+  }
+  sender.join();
+  BOOST_REQUIRE(sent.load());
+  BOOST_TEST(frames == queued + 1);
+  BOOST_TEST_MESSAGE(name << ": the big frame waited "
+                          << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                          << " ms");
+  BOOST_TEST((took < 50ms + kPrompt));
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,428 @@
+// Pitfalls of the `signal` backend: a full real-time signal queue, a server killed with its
+// SysV segments still there, and segments that are not ours where ours are expected.
+#define BOOST_TEST_MODULE signal_transport
+#include "transport/signal/signal.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/test/data/test_case.hpp>
+#include <boost/test/unit_test.hpp>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <thread>
+
+#include "common/instance.hpp"
+#include "common/protocol.hpp"
+#include "tests/support/main_fixture.hpp"
+#include "tests/support/support.hpp"
+#include "transport/shm/layout.hpp"
+#include "transport/signal/sysv_shm.hpp"
+
+namespace bdata = boost::unit_test::data;
+namespace fs = std::filesystem;
+using namespace chat;
+using namespace chat::transport;
+using namespace chat::test;
+
+namespace {
+
+Frame frame_of(const std::string& s) {
+  Frame f(s.size());
+  std::memcpy(f.data(), s.data(), s.size());
+  return f;
+}
+
+std::string text_of(const Frame& f) {
+  return std::string(reinterpret_cast<const char*>(f.data()), f.size());
+}
+
+bool segment_exists(int shmid) {
+  shmid_ds ds{};
+  return ::shmctl(shmid, IPC_STAT, &ds) == 0;
+}
+
+// Runs `body` in a forked child; returns what it reported ("" = success). The child ends
+// with _exit, so nothing of the test framework runs twice. Forking is only safe while this
+// process has one thread, which the caller checks.
+std::string in_child(const std::function<std::string()>& body, pid_t& child,
+                     std::chrono::seconds timeout = 60s) {
+  int fds[2];
+  BOOST_REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+  child = ::fork();
+  BOOST_REQUIRE(child >= 0);
+  if (child == 0) {
+    ::close(fds[0]);
+    std::string result;
+    try {
+      result = body();
+    } catch (const std::exception& e) {
+      result = std::string("exception: ") + e.what();
+    }
+    if (result.empty()) result = "ok";
+    [[maybe_unused]] ssize_t n = ::write(fds[1], result.data(), result.size());
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string got;
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        end - std::chrono::steady_clock::now());
+    pollfd p{fds[0], POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) == 0) {
+      ::kill(child, SIGKILL);  // our own child, by pid
+      got = "child timed out";
+      break;
+    }
+    char buf[512];
+    const ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return got == "ok" ? "" : got;
+}
+
+std::size_t thread_count() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
+
+// An in-process server endpoint that echoes every frame, for one test.
+class EchoServer {
+ public:
+  EchoServer(const fs::path& base, const std::string& instance)
+      : dir_(InstanceDir::acquire(base, instance)) {
+    ListenOptions lo;
+    lo.dir = dir_.path();
+    lo.instance = instance;
+    lo.max_clients = 4;
+    ep_ = sig::listen(lo);
+    thread_ = std::thread([this] {
+      std::vector<ServerEvent> events;
+      while (!stop_) {
+        events.clear();
+        ep_->poll(events, deadline_after(1s));
+        for (auto& e : events) {
+          if (e.kind == ServerEvent::Kind::kFrame) ep_->send(e.client, e.frame);
+          if (e.kind == ServerEvent::Kind::kDisconnected) ep_->close(e.client);
+        }
+      }
+    });
+  }
+  ~EchoServer() {
+    stop_ = true;
+    ep_->wake();
+    thread_.join();
+    ep_.reset();
+    dir_.remove();
+  }
+  ConnectOptions connect_options() const {
+    return ConnectOptions{dir_.path(), dir_.instance(), ::getpid(), ep_->objects(),
+                          deadline_after(5s)};
+  }
+
+ private:
+  InstanceDir dir_;
+  std::unique_ptr<ServerEndpoint> ep_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// Queues the doorbell to the calling thread; returns 0 or the errno.
+int queue_doorbell_to_self() {
+  siginfo_t info{};
+  info.si_signo = sig::doorbell_signal();
+  info.si_code = SI_QUEUE;
+  info.si_pid = ::getpid();
+  info.si_uid = ::getuid();
+  const long r = ::syscall(SYS_rt_tgsigqueueinfo, ::getpid(), ::gettid(), info.si_signo, &info);
+  return r == 0 ? 0 : errno;
+}
+
+void drain_doorbells() {
+  const sigset_t set = sig::doorbell_signals();
+  const timespec zero{0, 0};
+  siginfo_t info;
+  while (::sigtimedwait(&set, &info, &zero) > 0) {
+  }
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(signal_backend)
+
+// With RLIMIT_SIGPENDING at 0 or 1 the real-time doorbell fails with EAGAIN; the standard
+// fallback signal must still wake every sleeper at once (a lost doorbell would cost each round
+// trip the sleepers' whole 500 ms re-check slice), and no frame may be lost or reordered.
+BOOST_DATA_TEST_CASE(doorbell_gets_through_when_the_rt_queue_is_full, bdata::make({0, 1}), limit) {
+  TempRuntime rt;
+  BOOST_REQUIRE_MESSAGE(thread_count() == 1, "fork needs a single-threaded test process");
+  pid_t child = 0;
+  const std::string result = in_child(
+      [&]() -> std::string {
+        const rlimit rl{static_cast<rlim_t>(limit), static_cast<rlim_t>(limit)};
+        if (::setrlimit(RLIMIT_SIGPENDING, &rl) != 0) return "setrlimit failed";
+        // Precondition: real-time doorbells to this process really are refused.
+        int err = 0;
+        for (int i = 0; i <= limit && err == 0; ++i) err = queue_doorbell_to_self();
+        drain_doorbells();
+        if (err != EAGAIN) return "the real-time queue did not fill up: " + std::to_string(err);
+
+        EchoServer server(rt.base(), rt.instance());
+        auto client = sig::connect(server.connect_options());
+        constexpr int kFrames = 30;
+        auto slowest = Clock::duration::zero();
+        for (int i = 0; i < kFrames; ++i) {
+          // Long enough for both sides to stop spinning and sleep in sigtimedwait.
+          std::this_thread::sleep_for(20ms);
+          const std::string text = "frame-" + std::to_string(i);
+          const auto start = Clock::now();
+          if (client->send(frame_of(text), deadline_after(5s)) != SendResult::kSent) {
+            return "send " + std::to_string(i) + " failed";
+          }
+          Frame f;
+          if (client->receive(f, deadline_after(5s)) != ReceiveResult::kFrame) {
+            return "echo " + std::to_string(i) + " never arrived";
+          }
+          if (text_of(f) != text) return "echo " + std::to_string(i) + " was " + text_of(f);
+          slowest = std::max(slowest, Clock::now() - start);
+        }
+        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(slowest).count();
+        if (slowest > 250ms)
+          return "a doorbell was lost: slowest round trip " + std::to_string(ms) + " ms";
+        return "";
+      },
+      child);
+  BOOST_TEST(result == "");
+  const auto left = leftovers(rt, {::getpid(), child});
+  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+}
+
+// A server killed with SIGKILL while a client was half-way through its handshake leaves the
+// keyed control segment and an IPC_PRIVATE client segment nobody will ever remove; cleanup
+// finds both by key and by creator, and removes nothing else.
+BOOST_AUTO_TEST_CASE(a_killed_servers_segments_are_reclaimed_by_cleanup) {
+  TempRuntime rt;
+  Process server(
+      {binary("transport_peer").string(), "server", "signal", rt.base().string(), rt.instance()});
+  BOOST_REQUIRE_MESSAGE(server.wait_out_contains("ready", 5s), server.err());
+  const auto info = find_live_instance(rt.base(), rt.instance());
+  BOOST_REQUIRE(info);
+  const int ctl_id = std::stoi(info->objects.at("ctl").get<std::string>());
+
+  int client_id = -1;
+  {
+    // Ask for a connection the way a client does, and never attach what the server grants.
+    auto memory = sig::make_sysv_source(rt.dir());
+    auto ctl_segment =
+        memory->open(info->objects.at("ctl").get<std::string>(), sizeof(shm::CtlBlock));
+    auto* ctl = reinterpret_cast<shm::CtlBlock*>(ctl_segment->data());
+    shm::HelloEntry& e = ctl->hello[0];
+    BOOST_REQUIRE(e.state.load() == shm::kHelloFree);
+    e.pid = ::getpid();
+    e.nonce = 42;
+    e.state.store(shm::kHelloRequested);
+    sig::make_waker()->wake(ctl->server_wake, info->pid);
+    const auto end = Clock::now() + 5s;
+    while (e.state.load() != shm::kHelloGranted && Clock::now() < end)
+      std::this_thread::sleep_for(1ms);
+    BOOST_REQUIRE(e.state.load() == shm::kHelloGranted);
+    client_id = std::stoi(std::string(e.segment));
+  }
+  BOOST_REQUIRE(segment_exists(client_id));
+
+  server.kill(SIGKILL);
+  BOOST_REQUIRE(server.exit_code(5s) == 128 + SIGKILL);
+  BOOST_REQUIRE(segment_exists(ctl_id));
+  BOOST_REQUIRE(segment_exists(client_id));
+
+  auto dir = InstanceDir::acquire(rt.base(), rt.instance());
+  const auto stale = dir.stale_info();
+  BOOST_REQUIRE(stale);
+  const auto removed = sig::cleanup({dir.path(), stale->pid, stale->objects});
+  BOOST_TEST_MESSAGE("cleanup: " << (removed.empty() ? "" : removed.front()));
+  BOOST_REQUIRE_EQUAL(removed.size(), 2u);
+  BOOST_TEST(removed[0].find("control segment") != std::string::npos);
+  BOOST_TEST(removed[0].find(std::to_string(ctl_id)) != std::string::npos);
+  BOOST_TEST(removed[1].find("client segment") != std::string::npos);
+  BOOST_TEST(removed[1].find(std::to_string(client_id)) != std::string::npos);
+  BOOST_TEST(!segment_exists(ctl_id));
+  BOOST_TEST(!segment_exists(client_id));
+  // Run again, there is nothing more to do.
+  BOOST_TEST(sig::cleanup({dir.path(), stale->pid, stale->objects}).empty());
+  dir.remove();
+  const auto left = leftovers(rt, {::getpid(), server.pid()});
+  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+}
+
+// The same through the binaries: a chatd killed with SIGKILL, and a new chatd on the instance
+// starts without manual cleanup and says what it removed.
+BOOST_AUTO_TEST_CASE(a_restarting_chatd_reclaims_a_killed_ones_segments) {
+  TempRuntime rt;
+  auto first = start_chatd(rt, "signal");
+  const auto info = find_live_instance(rt.base(), rt.instance());
+  BOOST_REQUIRE(info);
+  const int ctl_id = std::stoi(info->objects.at("ctl").get<std::string>());
+  first->kill(SIGKILL);
+  BOOST_REQUIRE(first->exit_code(5s) == 128 + SIGKILL);
+  BOOST_REQUIRE(segment_exists(ctl_id));
+  auto second = start_chatd(rt, "signal");
+  // start_chatd may return on the stale instance.json: wait until it is really serving.
+  BOOST_REQUIRE(second->wait_err_contains("serving instance", 5s));
+  BOOST_TEST(second->err().find("SysV shm segment " + std::to_string(ctl_id)) != std::string::npos);
+  BOOST_TEST(!segment_exists(ctl_id));
+  second->kill(SIGTERM);
+  BOOST_TEST(second->exit_code(5s) == 0);
+  const auto left = leftovers(rt, {::getpid(), first->pid(), second->pid()});
+  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+}
+
+// A segment that already has the ftok key — planted, or another instance's after an ftok
+// collision — is an error for the server, never shared, and not cleanup's to remove while its
+// creator lives; whatever its permissions.
+BOOST_DATA_TEST_CASE(a_segment_already_holding_the_key_is_refused, bdata::make({0600, 0644}),
+                     mode) {
+  TempRuntime rt;
+  auto dir = InstanceDir::acquire(rt.base(), rt.instance());
+  const fs::path key_file = dir.path() / sig::kSysvKeyFile;
+  {
+    const int fd = ::open(key_file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    BOOST_REQUIRE(fd >= 0);
+    ::close(fd);
+  }
+  const key_t key = ::ftok(key_file.c_str(), sig::kSysvProjectId);
+  BOOST_REQUIRE(key != -1);
+  const int planted = ::shmget(key, sizeof(shm::CtlBlock), IPC_CREAT | IPC_EXCL | mode);
+  BOOST_REQUIRE_MESSAGE(planted >= 0, "shmget: " << std::strerror(errno));
+
+  // Cleanup leaves it alone: its creator (this process) is alive.
+  BOOST_TEST(sig::cleanup({dir.path(), 0, nullptr}).empty());
+  BOOST_TEST(sig::cleanup({dir.path(), ::getpid() + 100000, nullptr}).empty());
+  BOOST_TEST(segment_exists(planted));
+
+  // The server refuses to start over the planted key file...
+  ListenOptions lo{dir.path(), rt.instance(), 4, nullptr};
+  BOOST_CHECK_THROW(sig::listen(lo), std::system_error);
+  // ...and creating a segment under the key it names fails rather than sharing it.
+  try {
+    sig::SysvSegment::create(key, sizeof(shm::CtlBlock), "test");
+    BOOST_ERROR("created a segment under a key that is taken");
+  } catch (const std::system_error& e) {
+    BOOST_TEST(e.code().value() == EEXIST);
+    BOOST_TEST_MESSAGE(e.what());
+  }
+  const shmid_ds ds = sig::stat_sysv_segment(planted);
+  BOOST_TEST(ds.shm_nattch == 0u);  // nobody ever attached it
+  BOOST_TEST(segment_exists(planted));
+
+  BOOST_REQUIRE(::shmctl(planted, IPC_RMID, nullptr) == 0);  // ours: we planted it
+  dir.remove();
+  const auto left = leftovers(rt, {::getpid()});
+  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+}
+
+// A client maps only private segments of ours of the expected size: the segment name comes
+// from shared memory other clients can write.
+BOOST_AUTO_TEST_CASE(open_refuses_segments_that_are_not_private_and_ours) {
+  TempRuntime rt;
+  auto dir = InstanceDir::acquire(rt.base(), rt.instance());
+  auto memory = sig::make_sysv_source(dir.path());
+  constexpr std::size_t kBytes = 8192;
+  std::vector<int> made;
+  const auto make = [&](std::size_t bytes, int mode) {
+    const int id = ::shmget(IPC_PRIVATE, bytes, IPC_CREAT | mode);
+    BOOST_REQUIRE(id >= 0);
+    made.push_back(id);
+    return std::to_string(id);
+  };
+  BOOST_CHECK_NO_THROW(memory->open(make(kBytes, 0600), kBytes));
+  BOOST_CHECK_THROW(memory->open(make(kBytes, 0640), kBytes), std::system_error);
+  BOOST_CHECK_THROW(memory->open(make(kBytes, 0606), kBytes), std::system_error);
+  BOOST_CHECK_THROW(memory->open(make(kBytes + 4096, 0600), kBytes), std::system_error);
+  if (::geteuid() == 0) {
+    // Only root can give a segment away; a segment of another user is refused.
+    const std::string name = make(kBytes, 0600);
+    shmid_ds ds = sig::stat_sysv_segment(std::stoi(name));
+    ds.shm_perm.uid = 65534;
+    BOOST_REQUIRE(::shmctl(std::stoi(name), IPC_SET, &ds) == 0);
+    BOOST_CHECK_THROW(memory->open(name, kBytes), std::system_error);
+  }
+  for (const std::string bad : {"", "-1", "12x", "0x10", " 5", "99999999999"}) {
+    BOOST_CHECK_THROW(memory->open(bad, kBytes), std::system_error);
+  }
+  for (int id : made) BOOST_REQUIRE(::shmctl(id, IPC_RMID, nullptr) == 0);
+  dir.remove();
+  const auto left = leftovers(rt, {::getpid()});
+  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+}
+
+// Wakers send to the tid in shared memory, which anyone can overwrite: it must only ever
+// reach a thread of the process the waker means, never another process (whose default
+// action for a real-time signal is to die).
+BOOST_AUTO_TEST_CASE(a_scribbled_sleeper_tid_never_signals_another_process) {
+  TempRuntime rt;
+  Process bystander({"/bin/sleep", "30"});  // real-time signals unblocked: one would kill it
+  shm::WakeArea area{};
+  auto waker = sig::make_waker();
+  waker->init(area);
+  area.sleeper_tid.store(bystander.pid());
+  waker->wake(area, ::getpid());  // "our" sleeper, with the other process's pid as tid
+  area.sleeper_tid.store(-5);
+  waker->wake(area, ::getpid());
+  area.sleeper_tid.store(0);
+  waker->wake(area, ::getpid());
+  std::this_thread::sleep_for(50ms);
+  BOOST_TEST(bystander.running());
+  drain_doorbells();
+  bystander.kill(SIGKILL);
+  bystander.wait(5s);
+  const auto left = leftovers(rt, {::getpid()});
+  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+}
+
+// A doorbell wakes exactly the thread that attached, promptly, and a sleep without one lasts
+// until its deadline.
+BOOST_AUTO_TEST_CASE(doorbell_wakes_the_attached_thread) {
+  TempRuntime rt;
+  shm::WakeArea area{};
+  auto waker = sig::make_waker();
+  waker->init(area);
+  std::atomic<bool> attached{false};
+  Clock::duration slept{};
+  std::thread sleeper([&] {
+    waker->attach_sleeper(area);
+    area.sleeping.store(1);
+    attached = true;
+    const auto start = Clock::now();
+    waker->sleep(area, deadline_after(10s));
+    slept = Clock::now() - start;
+  });
+  while (!attached) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(50ms);
+  shm::notify(*waker, area, ::getpid());
+  sleeper.join();
+  BOOST_TEST((slept < 5s));
+  BOOST_TEST(area.sleeping.load() == 0u);
+
+  const auto start = Clock::now();
+  waker->attach_sleeper(area);
+  waker->sleep(area, deadline_after(100ms));
+  BOOST_TEST((Clock::now() - start >= 100ms));
+  const auto left = leftovers(rt, {::getpid()});
+  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
