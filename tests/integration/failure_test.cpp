@@ -182,11 +182,12 @@ BOOST_DATA_TEST_CASE(join_and_leave_thousands_of_times_leaves_nothing_behind,
   for (int i = 0; i < kCycles; ++i) cycle(i);
   // Closing is asynchronous on the server side; give it a moment to settle.
   for (int i = 0; i < 100 && count_dir(proc / "fd") > fds; ++i) std::this_thread::sleep_for(10ms);
-  BOOST_TEST(count_dir(proc / "fd") == fds);
+  // No more than before: the snapshot may have caught a warm-up connection still closing.
+  BOOST_TEST(count_dir(proc / "fd") <= fds);
   // A leak per connection would show thousands of mappings; allow the few that malloc arenas
   // and thread stacks may add or merge over time.
   BOOST_TEST(count_lines(proc / "maps") <= maps + 4);
-  BOOST_TEST(count_dir(proc / "task") == threads);
+  BOOST_TEST(count_dir(proc / "task") <= threads);
   stop_and_check_clean(*chatd, rt, {::getpid()});
 }
 
