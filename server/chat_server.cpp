@@ -67,6 +67,12 @@ void ChatServer::received(ClientId id, std::span<const std::byte> frame) {
 }
 
 void ChatServer::received(std::span<const Received> frames) {
+  Pending pending;
+  received(frames, pending);
+  deliver(pending);
+}
+
+void ChatServer::received(std::span<const Received> frames, Pending& pending) {
   Effects fx;
   {
     std::lock_guard lock(mutex_);
@@ -75,6 +81,20 @@ void ChatServer::received(std::span<const Received> frames) {
       settle(fx);
     }
   }
+  // Each client once (flush() sends its whole backlog), so pending stays as small as the
+  // number of clients however many batches it collects.
+  auto& touched = pending.touched_;
+  touched.insert(touched.end(), std::make_move_iterator(fx.touched.begin()),
+                 std::make_move_iterator(fx.touched.end()));
+  std::sort(touched.begin(), touched.end());
+  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+}
+
+void ChatServer::deliver(Pending& pending) {
+  if (pending.touched_.empty()) return;
+  Effects fx;
+  fx.touched = std::move(pending.touched_);
+  pending.touched_.clear();
   flush(fx);
 }
 

@@ -83,6 +83,8 @@ struct ChatStats {
 // Thread-safe. Calls for one client must not overlap and must come in the order the
 // transport reported them (chatd keys its worker pool by client id for that).
 class ChatServer {
+  struct Session;
+
  public:
   ChatServer(Link& link, const Logger& logger, ChatOptions options);
   ~ChatServer();
@@ -98,6 +100,24 @@ class ChatServer {
   // client's resulting frames are sent together after the last (one wake-up per client per
   // batch, not per message). Same per-client rules as received().
   void received(std::span<const Received> frames);
+
+  // Frames queued for clients but not handed to the transport yet. A busy caller collects the
+  // deliveries of several batches here and hands them over together with deliver(): each
+  // client then takes one wake-up for all of them. Not thread-safe: one per caller thread.
+  class Pending {
+   public:
+    bool empty() const { return touched_.empty(); }
+
+   private:
+    friend class ChatServer;
+    std::vector<std::shared_ptr<Session>> touched_;
+  };
+  // received(frames), leaving the sending to deliver(pending). Everything else a client's
+  // frames cause (evictions, closes) happens at once as with received().
+  void received(std::span<const Received> frames, Pending& pending);
+  // Sends what `pending` holds, as received() would have, and empties it.
+  void deliver(Pending& pending);
+
   void writable(ClientId id);
   // The transport lost the client; its rooms see `part` with reason lost.
   void disconnected(ClientId id, transport::ServerEvent::Gone how, const std::string& detail);
@@ -110,7 +130,6 @@ class ChatServer {
 
  private:
   struct Outbox;
-  struct Session;
   struct Room;
   // What handling one event left to do once the state lock is released.
   struct Effects {

@@ -50,12 +50,25 @@ constexpr std::size_t kFramesPerBatch = 32;
 
 void dispatch(ChatServer& chat, transport::ServerEvent& ev);
 
+// While a worker has more tasks queued, the frames its tasks produce wait in its Pending for
+// at most this many tasks: the busier the server, the more each client's wake-up carries.
+constexpr int kMaxDeferredTasks = 8;
+
+// What one worker (or the I/O thread running that worker's batch in its place) has handled
+// but not handed to the transport yet. Only ever touched by whoever runs the worker's tasks.
+struct WorkerState {
+  ChatServer::Pending pending;
+  int deferred_tasks = 0;
+};
+
 // Runs a worker's events in order; runs of frames go to ChatServer as batches, so each member
-// is woken once per batch rather than once per message.
-void dispatch_all(ChatServer& chat, std::vector<transport::ServerEvent>& events) {
+// is woken once per batch rather than once per message. Their frames wait in `state` for
+// hand_over().
+void dispatch_all(ChatServer& chat, std::vector<transport::ServerEvent>& events,
+                  WorkerState& state) {
   std::vector<ChatServer::Received> run;
   const auto flush_run = [&] {
-    if (!run.empty()) chat.received(run);
+    if (!run.empty()) chat.received(run, state.pending);
     run.clear();
   };
   for (auto& ev : events) {
@@ -68,6 +81,15 @@ void dispatch_all(ChatServer& chat, std::vector<transport::ServerEvent>& events)
     dispatch(chat, ev);
   }
   flush_run();
+}
+
+// After a worker's task: hands what it produced to the transport, unless the worker has more
+// tasks queued (`more_queued`, so another call is sure to follow) and it has not put this off
+// too often in a row: then each member is woken once for several batches.
+void hand_over(ChatServer& chat, WorkerState& state, bool more_queued) {
+  if (more_queued && ++state.deferred_tasks < kMaxDeferredTasks) return;
+  state.deferred_tasks = 0;
+  chat.deliver(state.pending);
 }
 
 void dispatch(ChatServer& chat, transport::ServerEvent& ev) {
@@ -169,6 +191,8 @@ int run_daemon(const DaemonOptions& o, const Logger& logger) {
 
   EndpointLink link(*endpoint);
   ChatServer chat(link, logger, {o.max_clients, o.history, o.client_queue_bytes});
+  // One per worker; declared before the pool, whose remaining tasks may use them as it stops.
+  std::vector<WorkerState> workers(o.workers);
   ThreadPool pool(o.workers, kTasksPerWorker);
   UniqueFd io_failed(::eventfd(0, EFD_CLOEXEC));
   if (!io_failed) throw_system_error("eventfd", "chatd");
@@ -190,11 +214,18 @@ int run_daemon(const DaemonOptions& o, const Logger& logger) {
             // Moved out first: should it throw, the batch is not dispatched a second time.
             auto batch = std::move(batches[w]);
             batches[w].clear();
-            if (pool.run_here_if_idle(w, [&] { dispatch_all(chat, batch); })) continue;
+            const auto run_here = [&] {
+              dispatch_all(chat, batch, workers[w]);
+              hand_over(chat, workers[w], false);
+            };
+            if (pool.run_here_if_idle(w, run_here)) continue;
             batches[w] = std::move(batch);
           }
           pool.submit(
-              w, [&chat, batch = std::move(batches[w])]() mutable { dispatch_all(chat, batch); });
+              w, [&chat, &pool, &state = workers[w], w, batch = std::move(batches[w])]() mutable {
+                dispatch_all(chat, batch, state);
+                hand_over(chat, state, pool.queued(w) > 0);
+              });
           batches[w].clear();
         }
         failures = 0;

@@ -45,6 +45,8 @@ class ThreadPool {
   void stop();
 
   std::size_t size() const { return queues_.size(); }
+  // Tasks waiting for the worker of `key` (not counting one it is running).
+  std::size_t queued(std::uint64_t key) const { return queues_[key % queues_.size()]->size(); }
   // Tasks waiting, over all workers (for status reports).
   std::size_t pending() const;
 

@@ -1060,6 +1060,38 @@ BOOST_AUTO_TEST_CASE(concurrent_churn_keeps_rooms_consistent) {
   BOOST_TEST(events(slow, "dev").size() + 1 == dev.size());
 }
 
+// Batches handled into a Pending send nothing until deliver(); then every member has every
+// message of every batch, in order (chatd holds deliveries back while a worker is busy).
+BOOST_AUTO_TEST_CASE(pending_deliveries_go_out_on_deliver_in_order) {
+  Harness h;
+  h.hello(1, "alice");
+  h.hello(2, "bob");
+  h.clear(1);
+  h.clear(2);
+  std::vector<proto::Frame> frames;
+  for (int i = 0; i < 3; ++i) {
+    frames.push_back(proto::encode(proto::Say{"lobby", "m" + std::to_string(i), false}));
+  }
+  std::vector<ChatServer::Received> batch;
+  for (const auto& f : frames) batch.push_back({1, f});
+  ChatServer::Pending pending;
+  h.server.received(batch, pending);
+  BOOST_TEST(!pending.empty());
+  BOOST_TEST(h.of(1).empty());
+  BOOST_TEST(h.of(2).empty());
+  const proto::Frame last = proto::encode(proto::Say{"lobby", "m3", false});
+  const ChatServer::Received more[] = {{2, last}};
+  h.server.received(more, pending);
+  BOOST_TEST(h.of(2).empty());
+  h.server.deliver(pending);
+  BOOST_TEST(pending.empty());
+  for (ClientId id : {1, 2}) {
+    std::vector<std::string> texts;
+    for (const auto& m : all_of<proto::RoomMessage>(h.of(id))) texts.push_back(m.text);
+    BOOST_TEST(texts == (std::vector<std::string>{"m0", "m1", "m2", "m3"}), "client " << id);
+  }
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 }  // namespace chat::server
