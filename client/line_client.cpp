@@ -1,7 +1,6 @@
 #include "client/line_client.hpp"
 
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -13,6 +12,7 @@
 
 #include "client/commands.hpp"
 #include "common/error.hpp"
+#include "common/event_fd.hpp"
 #include "common/unique_fd.hpp"
 
 namespace chat::client {
@@ -75,16 +75,13 @@ struct Shared {
   std::atomic<bool> shutdown_notice{false};
   std::atomic<bool> synced{false};
   std::atomic<bool> stop{false};
-  UniqueFd event{::eventfd(0, EFD_CLOEXEC)};
+  UniqueFd event{make_eventfd("chat")};
   // Output the client made itself (errors it found, /help), waiting for the SyncAck of the
   // token it was filed under.
   std::mutex mutex;
   std::map<std::uint64_t, std::function<void()>> deferred;
 
-  void signal() {
-    const std::uint64_t one = 1;
-    [[maybe_unused]] ssize_t n = ::write(event.get(), &one, sizeof one);
-  }
+  void signal() { signal_eventfd(event.get()); }
 };
 
 void receive_loop(ChatSession& session, Printer& out, Shared& shared) {
@@ -177,7 +174,6 @@ int connection_lost(ChatSession& session, Printer& out, const Shared& shared) {
 int run_line_client(ChatSession& session, const LineOptions& options) {
   Printer out(options);
   Shared shared;
-  if (!shared.event) throw_system_error("eventfd", "chat");
   out.event(session.welcome());
   std::thread receiver([&] { receive_loop(session, out, shared); });
   const auto finish = [&](int code) {
@@ -217,10 +213,7 @@ int run_line_client(ChatSession& session, const LineOptions& options) {
     const int n = retry_eintr(
         [&] { return ::poll(fds, 2, quitting ? poll_timeout_ms(goodbye_deadline) : -1); });
     if (n < 0) throw_system_error("poll", "chat");
-    if (fds[0].revents & POLLIN) {
-      std::uint64_t count;
-      [[maybe_unused]] ssize_t r = ::read(shared.event.get(), &count, sizeof count);
-    }
+    if (fds[0].revents & POLLIN) drain_eventfd(shared.event.get());
     if (reading && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
       const ssize_t got = retry_eintr([&] { return ::read(0, buf, sizeof buf); });
       if (got > 0) {

@@ -9,6 +9,7 @@
 #include "client/line_client.hpp"
 #include "client/session.hpp"
 #include "client/terminal_client.hpp"
+#include "common/config.hpp"
 #include "common/error.hpp"
 #include "common/validate.hpp"
 #include "transport/factory.hpp"
@@ -52,7 +53,7 @@ Parsed parse(int argc, char** argv) {
     po::store(po::command_line_parser(argc, argv).options(options()).run(), vm);
     po::notify(vm);
   } catch (const po::error& e) {
-    usage_error(e.what());
+    usage_error(chat::describe_option_error(e));
   }
   if (vm.count("help")) {
     std::cout

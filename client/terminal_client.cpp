@@ -2,7 +2,6 @@
 
 #include <poll.h>
 #include <signal.h>
-#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <termios.h>
 #include <unistd.h>
@@ -24,6 +23,7 @@
 
 #include "client/commands.hpp"
 #include "common/error.hpp"
+#include "common/event_fd.hpp"
 #include "common/validate.hpp"
 
 namespace chat::client {
@@ -39,9 +39,7 @@ constexpr int kHistoryLines = 1000;
 // Events from the receiving thread to the main thread, the only one that touches the terminal.
 class Mailbox {
  public:
-  Mailbox() : ready_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-    if (!ready_) throw_system_error("eventfd", "chat");
-  }
+  Mailbox() : ready_(make_eventfd("chat")) {}
 
   int fd() const { return ready_.get(); }
 
@@ -62,17 +60,13 @@ class Mailbox {
 
   // Everything posted so far, oldest first.
   std::deque<proto::Message> take() {
-    std::uint64_t count;
-    [[maybe_unused]] ssize_t n = ::read(ready_.get(), &count, sizeof count);
+    drain_eventfd(ready_.get());
     std::lock_guard lock(mutex_);
     return std::exchange(queue_, {});
   }
 
  private:
-  void signal() {
-    const std::uint64_t one = 1;
-    [[maybe_unused]] ssize_t n = ::write(ready_.get(), &one, sizeof one);
-  }
+  void signal() { signal_eventfd(ready_.get()); }
   UniqueFd ready_;
   std::mutex mutex_;
   std::deque<proto::Message> queue_;

@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "common/error.hpp"
+#include "common/validate.hpp"
 
 namespace chat {
 namespace po = boost::program_options;
@@ -41,6 +42,22 @@ std::vector<IniEntry> parse_ini(std::istream& in, const std::string& path) {
   return entries;
 }
 
+std::string describe_option_error(const po::error& e) {
+  const auto* named = dynamic_cast<const po::error_with_option_name*>(&e);
+  if (named == nullptr) return e.what();  // no substitutions in these messages
+  const std::string name = "'" + sanitize_for_terminal(named->get_option_name()) + "'";
+  if (dynamic_cast<const po::unknown_option*>(&e)) return "unrecognised option " + name;
+  if (dynamic_cast<const po::ambiguous_option*>(&e)) return "ambiguous option " + name;
+  if (dynamic_cast<const po::multiple_occurrences*>(&e)) {
+    return "option " + name + " given more than once";
+  }
+  if (dynamic_cast<const po::required_option*>(&e)) return "option " + name + " is required";
+  if (dynamic_cast<const po::invalid_command_line_syntax*>(&e)) {
+    return "option " + name + " is missing its value or has one it does not take";
+  }
+  return "invalid value for option " + name;
+}
+
 void OptionSources::from_file(const std::string& path, const std::vector<IniEntry>& entries) {
   for (const auto& e : entries) {
     where_.try_emplace(
@@ -76,7 +93,8 @@ void store_ini(const std::string& path, const std::vector<IniEntry>& entries,
     try {
       po::store(one, vm);
     } catch (const po::error& err) {
-      throw UsageError(where + ": " + err.what());
+      throw UsageError(where + ": " + describe_option_error(err) + " ('" +
+                       sanitize_for_terminal(e.value) + "')");
     }
   }
 }

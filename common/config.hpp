@@ -23,6 +23,11 @@ std::vector<IniEntry> read_ini(const std::string& path);
 // The same for text already open; `name` stands for the file in messages.
 std::vector<IniEntry> parse_ini(std::istream& in, const std::string& name);
 
+// A message for a Boost.Program_options error that names the option. Never calls what() on
+// errors that carry an option name or value: Boost 1.81 substitutes the user's text into its
+// message template and loops forever on text like "%value%" (found by fuzzing).
+std::string describe_option_error(const boost::program_options::error& e);
+
 // Remembers where each option came from so later checks can name it the way the user wrote
 // it: "--workers" or "config chatd.conf line 4, key 'workers'".
 class OptionSources {

@@ -13,7 +13,7 @@ for t in $TARGETS; do
   work=$(mktemp -d)
   cp tests/fuzz/corpus/$t/* "$work"/
   echo "fuzz: $t for ${SECONDS_EACH}s"
-  (cd "$BUILD_DIR" && ./tests/fuzz/$t -max_total_time="$SECONDS_EACH" -print_final_stats=1 \
+  (cd "$BUILD_DIR" && ./tests/fuzz/$t -max_total_time="$SECONDS_EACH" -timeout=10 -print_final_stats=1 \
       -artifact_prefix="$PWD/$t-" "$work" 2>&1 | tail -n 4)
   rm -rf "$work"
 done

@@ -2,7 +2,6 @@
 
 #include <poll.h>
 #include <signal.h>
-#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -11,6 +10,7 @@
 #include <thread>
 
 #include "common/error.hpp"
+#include "common/event_fd.hpp"
 #include "common/instance.hpp"
 #include "common/protocol.hpp"
 #include "server/chat_server.hpp"
@@ -194,8 +194,7 @@ int run_daemon(const DaemonOptions& o, const Logger& logger) {
   // One per worker; declared before the pool, whose remaining tasks may use them as it stops.
   std::vector<WorkerState> workers(o.workers);
   ThreadPool pool(o.workers, kTasksPerWorker);
-  UniqueFd io_failed(::eventfd(0, EFD_CLOEXEC));
-  if (!io_failed) throw_system_error("eventfd", "chatd");
+  const UniqueFd io_failed = make_eventfd("chatd");
   std::atomic<bool> stop{false};
   std::thread io([&] {
     std::vector<transport::ServerEvent> events;
@@ -233,8 +232,7 @@ int run_daemon(const DaemonOptions& o, const Logger& logger) {
         logger.error(std::string("I/O thread: ") + e.what());
         if (++failures == kMaxIoFailures) {
           logger.error("I/O thread keeps failing; giving up");
-          const std::uint64_t one = 1;
-          [[maybe_unused]] ssize_t n = ::write(io_failed.get(), &one, sizeof one);
+          signal_eventfd(io_failed.get());
           return;
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -91,7 +91,7 @@ Parsed parse(int argc, char** argv) {
     src.from_command_line(parsed);
     po::store(parsed, vm);
   } catch (const po::error& e) {
-    throw UsageError(e.what());
+    throw UsageError(chat::describe_option_error(e));
   }
   Parsed p;
   p.help = vm.count("help") > 0;

@@ -2,12 +2,28 @@
 // the instance's directory so that instances never collide and leftovers can be found again.
 #pragma once
 
+#include <sys/types.h>
+
+#include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace chat::transport {
 
 // "<uid>.<16 hex digits of a hash of the absolute runtime dir path>".
 std::string instance_tag(const std::filesystem::path& dir);
+
+// A random nonzero number from the kernel, for names and keys only one handshake may use and
+// for secrets. Throws std::system_error naming `what` if the kernel has none to give.
+std::uint64_t random_nonce(std::string_view what);
+
+// What of the instance in `dir` is left outside its runtime dir: /dev/shm entries carrying its
+// tag, and SysV shared memory segments and message queues created or last used by one of `pids`
+// (SysV objects carry no name to know them by). One description each ("/dev/shm/NAME", "SysV
+// msg id 42"), for messages; empty if nothing is left.
+std::vector<std::string> leftover_ipc_objects(const std::filesystem::path& dir,
+                                              const std::vector<pid_t>& pids);
 
 }  // namespace chat::transport

@@ -2,12 +2,12 @@
 
 #include <poll.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/pidfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/error.hpp"
+#include "common/event_fd.hpp"
 
 namespace chat::transport {
 
@@ -17,17 +17,16 @@ UniqueFd open_pidfd(pid_t pid) {
   return fd;
 }
 
-bool pidfd_exited(int pidfd) {
+bool pidfd_exited(int pidfd, std::chrono::milliseconds wait) {
   pollfd p{pidfd, POLLIN, 0};
-  return retry_eintr([&] { return ::poll(&p, 1, 0); }) > 0;
+  return retry_eintr([&] { return ::poll(&p, 1, static_cast<int>(wait.count())); }) > 0;
 }
 
 PidWatcher::PidWatcher(std::function<void(std::uint64_t)> on_exit)
     : on_exit_(std::move(on_exit)),
       epoll_(::epoll_create1(EPOLL_CLOEXEC)),
-      stop_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+      stop_(make_eventfd("pid watcher")) {
   if (!epoll_) throw_system_error("epoll_create1", "pid watcher");
-  if (!stop_) throw_system_error("eventfd", "pid watcher");
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = UINT64_MAX;
@@ -38,8 +37,7 @@ PidWatcher::PidWatcher(std::function<void(std::uint64_t)> on_exit)
 }
 
 PidWatcher::~PidWatcher() {
-  const std::uint64_t one = 1;
-  [[maybe_unused]] auto n = ::write(stop_.get(), &one, sizeof one);
+  signal_eventfd(stop_.get());
   thread_.join();
 }
 

@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -17,8 +18,13 @@ namespace chat::transport {
 // std::system_error on other failures.
 UniqueFd open_pidfd(pid_t pid);
 
-// True if the process behind `pidfd` has exited (the pidfd polls readable).
-bool pidfd_exited(int pidfd);
+// True if the process behind `pidfd` has exited (the pidfd polls readable), or does within
+// `wait`.
+bool pidfd_exited(int pidfd, std::chrono::milliseconds wait = {});
+
+// How long a peer whose connection just ended may still look alive: a dying process closes its
+// files a moment before its pidfd turns ready. Wait this long before calling an end a close.
+inline constexpr std::chrono::milliseconds kDeathSettle{200};
 
 // Watches processes on a thread of its own and calls `on_exit(key)` on that thread, once, when
 // a watched process exits. watch()/unwatch() are thread-safe; after unwatch(key) returns,

@@ -129,6 +129,18 @@ BOOST_AUTO_TEST_CASE(store_ini_unknown_key) {
   BOOST_TEST(contains(what, f.path()), what);
 }
 
+// Found by config_fuzz: Boost's error message substitutes the value into its template and
+// looped forever on a value that looks like a placeholder. This hung before the fix.
+BOOST_AUTO_TEST_CASE(store_ini_bad_value_that_looks_like_a_placeholder) {
+  TempFile f("workers = %value%\n");
+  const auto desc = options();
+  po::variables_map vm;
+  const std::string what = usage_error([&] { store_ini(f.path(), read_ini(f.path()), desc, vm); });
+  BOOST_TEST(contains(what, "workers"), what);
+  BOOST_TEST(contains(what, "line 1"), what);
+  BOOST_TEST(contains(what, "%value%"), what);
+}
+
 BOOST_AUTO_TEST_CASE(store_ini_bad_value) {
   TempFile f("transport = uds\nworkers = abc\n");
   const auto desc = options();

@@ -14,35 +14,6 @@ namespace bdata = boost::unit_test::data;
 using namespace chat::test;
 using nlohmann::json;
 
-namespace {
-
-// Checks every room event a client saw has a per-room seq contiguous from its first one.
-void check_contiguous(const Process& p, const std::string& who) {
-  std::map<std::string, std::uint64_t> last;
-  for (const auto& e : events(p)) {
-    if (!e.contains("seq") || !e.contains("room") || e.value("history", false)) continue;
-    const std::string room = e["room"];
-    const std::uint64_t seq = e["seq"];
-    if (last.contains(room)) {
-      BOOST_CHECK_MESSAGE(seq == last[room] + 1,
-                          who << " saw seq " << seq << " after " << last[room] << " in " << room);
-    }
-    last[room] = seq;
-  }
-}
-
-void stop_and_check_clean(Process& chatd, const TempRuntime& rt, std::vector<pid_t> pids) {
-  chatd.kill(SIGTERM);
-  const auto code = chatd.wait(std::chrono::seconds(2));
-  BOOST_CHECK_MESSAGE(code && *code == 0,
-                      "chatd did not exit 0 within 2 s after SIGTERM: " << chatd.err());
-  pids.push_back(chatd.pid());
-  const auto left = leftovers(rt, pids);
-  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
-}
-
-}  // namespace
-
 BOOST_AUTO_TEST_SUITE(integration)
 
 BOOST_DATA_TEST_CASE(three_clients_hundreds_of_messages_one_order, bdata::make(all_backends()),
@@ -229,8 +200,7 @@ BOOST_DATA_TEST_CASE(cleanup_removes_what_a_killed_server_left, bdata::make(all_
   Process cleanup(argv);
   BOOST_TEST(cleanup.exit_code(std::chrono::seconds(10)) == 0);
   BOOST_TEST(cleanup.out().find("removed") != std::string::npos);
-  const auto left = leftovers(rt, {chatd->pid(), alice->pid()});
-  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+  check_no_leftovers(rt, {chatd->pid(), alice->pid()});
 }
 
 BOOST_DATA_TEST_CASE(sigterm_tells_clients_and_leaves_nothing, bdata::make(all_backends()),

@@ -1,12 +1,9 @@
 // Integration: every chat command over every transport, with real chatd and `chat --jsonl`
 // processes (DESIGN.md "Commands" and the `--jsonl` event table).
 #define BOOST_TEST_MODULE commands
-#include <signal.h>
-
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 #include <functional>
-#include <map>
 #include <set>
 
 #include "tests/support/chat_process.hpp"
@@ -80,22 +77,6 @@ std::vector<std::string> texts(const Process& p) {
   return out;
 }
 
-// Every live room event (message, join, part, nick) `p` saw carries a per-room seq one
-// past the previous one it saw in that room.
-void check_contiguous(const Process& p, const std::string& who) {
-  std::map<std::string, std::uint64_t> last;
-  for (const auto& e : events(p)) {
-    if (!e.contains("seq") || !e.contains("room") || e.value("history", false)) continue;
-    const std::string room = e["room"];
-    const std::uint64_t seq = e["seq"];
-    if (last.contains(room)) {
-      BOOST_CHECK_MESSAGE(seq == last[room] + 1,
-                          who << " saw seq " << seq << " after " << last[room] << " in " << room);
-    }
-    last[room] = seq;
-  }
-}
-
 // One case's server and clients. finish() ends every client that still runs (stdin closed,
 // exit 0 expected), stops the server and checks nothing is left behind.
 class Scene {
@@ -124,11 +105,7 @@ class Scene {
     for (auto& c : clients_) {
       BOOST_CHECK_MESSAGE(c->exit_code(10s) == 0, "a client did not exit 0: " << c->err());
     }
-    chatd_->kill(SIGTERM);
-    BOOST_CHECK_MESSAGE(chatd_->exit_code(2s) == 0, "chatd did not exit 0: " << chatd_->err());
-    pids_.push_back(chatd_->pid());
-    const auto left = leftovers(rt_, pids_);
-    BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+    stop_and_check_clean(*chatd_, rt_, pids_);
   }
 
   const TempRuntime& runtime() const { return rt_; }

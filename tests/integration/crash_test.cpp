@@ -44,10 +44,7 @@ BOOST_DATA_TEST_CASE(client_killed_holding_the_shared_lock_costs_only_itself,
   bob->close_stdin();
   BOOST_TEST(alice->exit_code(10s) == 0);
   BOOST_TEST(bob->exit_code(10s) == 0);
-  chatd->kill(SIGTERM);
-  BOOST_TEST(chatd->exit_code(2s) == 0);
-  const auto left = leftovers(rt, {chatd->pid(), alice->pid(), bob->pid(), holder.pid()});
-  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+  stop_and_check_clean(*chatd, rt, {alice->pid(), bob->pid(), holder.pid()});
 }
 
 BOOST_DATA_TEST_CASE(hellos_past_max_clients_get_server_full, bdata::make(all_backends()),
@@ -67,10 +64,7 @@ BOOST_DATA_TEST_CASE(hellos_past_max_clients_get_server_full, bdata::make(all_ba
   BOOST_TEST(d->exit_code(10s) == 0);
   a->close_stdin();
   BOOST_TEST(a->exit_code(10s) == 0);
-  chatd->kill(SIGTERM);
-  BOOST_TEST(chatd->exit_code(2s) == 0);
-  const auto left = leftovers(rt, {chatd->pid(), a->pid(), b->pid(), c->pid(), d->pid()});
-  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+  stop_and_check_clean(*chatd, rt, {a->pid(), b->pid(), c->pid(), d->pid()});
 }
 
 BOOST_AUTO_TEST_SUITE_END()

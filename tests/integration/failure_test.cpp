@@ -20,14 +20,6 @@ using namespace chat::test;
 
 namespace {
 
-void stop_and_check_clean(Process& chatd, const TempRuntime& rt, std::vector<pid_t> pids) {
-  chatd.kill(SIGTERM);
-  BOOST_CHECK_MESSAGE(chatd.exit_code(2s) == 0, "chatd did not exit 0 within 2 s: " << chatd.err());
-  pids.push_back(chatd.pid());
-  const auto left = leftovers(rt, pids);
-  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
-}
-
 std::size_t count_dir(const fs::path& dir) {
   std::size_t n = 0;
   for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir)) ++n;

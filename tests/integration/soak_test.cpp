@@ -123,10 +123,7 @@ BOOST_DATA_TEST_CASE(soak, bdata::make(all_backends()), transport) {
   }
   BOOST_TEST_MESSAGE(transport << ": " << kClients << " clients x " << kMessages << " messages, "
                                << killed.size() << " killed, in " << seconds << " s");
-  chatd->kill(SIGTERM);
-  BOOST_TEST(chatd->exit_code(5s) == 0);
-  std::vector<pid_t> pids{chatd->pid()};
+  std::vector<pid_t> pids;
   for (auto& c : clients) pids.push_back(c->pid());
-  const auto left = leftovers(rt, pids);
-  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+  stop_and_check_clean(*chatd, rt, pids, 5s);
 }

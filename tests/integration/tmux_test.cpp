@@ -179,11 +179,6 @@ std::vector<std::string> chat_args(const TempRuntime& rt, const std::string& nic
   return argv;
 }
 
-void check_clean(const TempRuntime& rt, const std::vector<pid_t>& pids) {
-  const auto left = leftovers(rt, pids);
-  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
-}
-
 // A stand-in for chatd that sends what the real one refuses to pass on: text with control
 // bytes in it, as a broken or hostile server could. It speaks the protocol over `uds`.
 class HostileServer {
@@ -332,9 +327,7 @@ BOOST_AUTO_TEST_CASE(typed_text_survives_incoming_messages) {
   BOOST_TEST(events(*bob, "part").at(0).value("reason", "") == "quit");
   bob->close_stdin();
   BOOST_TEST(bob->exit_code(10s) == 0);
-  chatd->kill(SIGTERM);
-  BOOST_TEST(chatd->exit_code(2s) == 0);
-  check_clean(rt, {chatd->pid(), bob->pid(), alice});
+  stop_and_check_clean(*chatd, rt, {bob->pid(), alice});
 }
 
 BOOST_AUTO_TEST_CASE(ctrl_c_leaves_cleanly) {
@@ -355,9 +348,7 @@ BOOST_AUTO_TEST_CASE(ctrl_c_leaves_cleanly) {
   BOOST_TEST(events(*bob, "message").empty());
   bob->close_stdin();
   BOOST_TEST(bob->exit_code(10s) == 0);
-  chatd->kill(SIGTERM);
-  BOOST_TEST(chatd->exit_code(2s) == 0);
-  check_clean(rt, {chatd->pid(), bob->pid(), alice});
+  stop_and_check_clean(*chatd, rt, {bob->pid(), alice});
 }
 
 BOOST_AUTO_TEST_CASE(a_dead_server_ends_the_client_with_5_and_a_clear_message) {
@@ -377,7 +368,7 @@ BOOST_AUTO_TEST_CASE(a_dead_server_ends_the_client_with_5_and_a_clear_message) {
   for (auto& a : rt.args()) argv.push_back(a);
   Process cleanup(argv);
   BOOST_TEST(cleanup.exit_code(10s) == 0);
-  check_clean(rt, {chatd->pid(), alice});
+  check_no_leftovers(rt, {chatd->pid(), alice});
 }
 
 BOOST_AUTO_TEST_CASE(control_bytes_from_a_hostile_server_show_harmlessly) {
@@ -412,7 +403,7 @@ BOOST_AUTO_TEST_CASE(control_bytes_from_a_hostile_server_show_harmlessly) {
   BOOST_TEST(server.goodbye());
   BOOST_TEST(term.exit_status() == 0);
   server_holder.reset();
-  check_clean(rt, {alice});
+  check_no_leftovers(rt, {alice});
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,5 +1,9 @@
 #include "tests/support/chat_process.hpp"
 
+#include <signal.h>
+
+#include <boost/test/unit_test.hpp>
+#include <map>
 #include <stdexcept>
 
 namespace chat::test {
@@ -63,6 +67,30 @@ bool wait_events(Process& p, const std::string& event, std::size_t n,
         return count >= n;
       },
       timeout);
+}
+
+void check_contiguous(const Process& p, const std::string& who) {
+  std::map<std::string, std::uint64_t> last;
+  for (const auto& e : events(p)) {
+    if (!e.contains("seq") || !e.contains("room") || e.value("history", false)) continue;
+    const std::string room = e["room"];
+    const std::uint64_t seq = e["seq"];
+    if (last.contains(room)) {
+      BOOST_CHECK_MESSAGE(seq == last[room] + 1,
+                          who << " saw seq " << seq << " after " << last[room] << " in " << room);
+    }
+    last[room] = seq;
+  }
+}
+
+void stop_and_check_clean(Process& chatd, const TempRuntime& rt, std::vector<pid_t> pids,
+                          std::chrono::milliseconds timeout) {
+  chatd.kill(SIGTERM);
+  BOOST_CHECK_MESSAGE(chatd.exit_code(timeout) == 0, "chatd did not exit 0 within "
+                                                         << timeout.count()
+                                                         << " ms after SIGTERM: " << chatd.err());
+  pids.push_back(chatd.pid());
+  check_no_leftovers(rt, pids);
 }
 
 }  // namespace chat::test

@@ -29,4 +29,13 @@ std::size_t count_events(const std::string& out, const std::string& event);
 bool wait_events(Process& p, const std::string& event, std::size_t n,
                  std::chrono::milliseconds timeout);
 
+// Checks that every live room event (message, join, part, nick) `p` saw carries a per-room seq
+// one past the previous one it saw in that room; `who` names `p` in the failure message.
+void check_contiguous(const Process& p, const std::string& who);
+
+// Stops `chatd` with SIGTERM and checks that it exits 0 within `timeout`, and that nothing is
+// left of it or of `pids` (see check_no_leftovers()).
+void stop_and_check_clean(Process& chatd, const TempRuntime& rt, std::vector<pid_t> pids,
+                          std::chrono::milliseconds timeout = 2s);
+
 }  // namespace chat::test

@@ -1,16 +1,28 @@
-// An in-process ServerEndpoint of any backend, with its poll loop on a thread of its own,
-// for tests that talk to a transport directly.
+// In-process ServerEndpoints of any backend, for tests that talk to a transport directly: a
+// ListeningEndpoint the test polls itself, and a ServerHarness that polls on a thread of its
+// own and keeps the events until the test takes them.
 #pragma once
 
-#include <boost/test/unit_test.hpp>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
+#include <filesystem>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "common/instance.hpp"
-#include "common/protocol.hpp"
+#include "common/log.hpp"
 #include "tests/support/support.hpp"
 #include "transport/factory.hpp"
 
@@ -18,117 +30,104 @@ namespace chat::test {
 
 using transport::ServerEvent;
 
-// An in-process server endpoint with its poll loop on a thread of its own.
-class ServerHarness {
+struct EndpointOptions {
+  std::size_t max_clients = 64;
+  // Non-empty: the endpoint's warnings go to stderr (the test log) under this program name.
+  std::string log_as;
+};
+
+// An endpoint of `backend` listening in a private runtime dir, published there as chatd
+// publishes its own so that clients in other processes find it too. Only the test polls it.
+// Destruction closes it, removes the instance dir and checks that nothing is left of it, of
+// this process, or of the processes named by also_check_pid().
+class ListeningEndpoint {
+ public:
+  explicit ListeningEndpoint(const transport::Backend& backend, EndpointOptions options = {});
+  ~ListeningEndpoint();
+  ListeningEndpoint(const ListeningEndpoint&) = delete;
+  ListeningEndpoint& operator=(const ListeningEndpoint&) = delete;
+
+  transport::ServerEndpoint& ep() { return *ep_; }
+  const TempRuntime& rt() const { return rt_; }
+  std::filesystem::path dir() const { return dir_.path(); }
+  void also_check_pid(pid_t pid) { pids_.push_back(pid); }
+
+  // What a client needs to connect to this endpoint, with a deadline 5 s from now.
+  transport::ConnectOptions connect_options() const;
+  // A client of the same backend. Backends that hand-shake need the server polled meanwhile.
+  std::unique_ptr<transport::ClientConnection> connect() const;
+
+ private:
+  const transport::Backend& backend_;
+  std::optional<Logger> logger_;  // before ep_, which may log until it is destroyed
+  TempRuntime rt_;
+  InstanceDir dir_;
+  std::unique_ptr<transport::ServerEndpoint> ep_;
+  std::vector<pid_t> pids_{::getpid()};
+};
+
+// A ListeningEndpoint whose poll() loop runs on a thread of its own, each poll() waiting at
+// most `poll_wait`. Every event is kept until a test takes it; next() and take() may be called
+// from any thread. The loop stops before the endpoint is destroyed, or when poll() throws.
+class ServerHarness : public ListeningEndpoint {
   using Kind = ServerEvent::Kind;
-  using Backend = transport::Backend;
-  using ServerEndpoint = transport::ServerEndpoint;
-  using ConnectOptions = transport::ConnectOptions;
   using ClientConnection = transport::ClientConnection;
-  using ListenOptions = transport::ListenOptions;
   using ClientId = transport::ClientId;
   using Frame = transport::Frame;
-  using SendResult = transport::SendResult;
 
  public:
-  explicit ServerHarness(const Backend& backend, std::size_t max_clients = 64)
-      : backend_(backend), dir_(InstanceDir::acquire(rt_.base(), rt_.instance())) {
-    ListenOptions lo;
-    lo.dir = dir_.path();
-    lo.instance = rt_.instance();
-    lo.max_clients = max_clients;
-    ep_ = backend.listen(lo);
-    InstanceInfo info{rt_.instance(), std::string(backend.name), ::getpid(), protocol::kVersion,
-                      ep_->objects()};
-    dir_.publish(info);
-    thread_ = std::thread([this] {
-      std::vector<ServerEvent> evs;
-      while (!stop_) {
-        evs.clear();
-        ep_->poll(evs, deadline_after(100ms));
-        std::lock_guard lock(mutex_);
-        for (auto& e : evs) events_.push_back(std::move(e));
-        if (!evs.empty()) cv_.notify_all();
-      }
-    });
-  }
+  explicit ServerHarness(const transport::Backend& backend, EndpointOptions options = {},
+                         std::chrono::milliseconds poll_wait = 100ms);
+  ~ServerHarness();
 
-  ~ServerHarness() {
-    stop_ = true;
-    ep_->wake();
-    thread_.join();
-    ep_.reset();
-    dir_.remove();
-    const auto left = leftovers(rt_, pids_);
-    BOOST_CHECK_MESSAGE(left.empty(), "left behind: " + (left.empty() ? "" : left.front()));
-  }
+  // Connects a client and takes the server's kConnected for it (failing the test without one
+  // within 5 s): the client and its id.
+  std::pair<std::unique_ptr<ClientConnection>, ClientId> connect_and_wait();
 
-  ServerEndpoint& ep() { return *ep_; }
-  const TempRuntime& rt() const { return rt_; }
-  void also_check_pid(pid_t p) { pids_.push_back(p); }
-
-  ConnectOptions connect_options() const {
-    ConnectOptions co;
-    co.dir = dir_.path();
-    co.instance = rt_.instance();
-    co.server_pid = ::getpid();
-    co.objects = ep_->objects();
-    co.deadline = deadline_after(5s);
-    return co;
-  }
-  std::unique_ptr<ClientConnection> connect() { return backend_.connect(connect_options()); }
+  // What connect_burst() got.
+  struct Burst {
+    std::vector<std::unique_ptr<ClientConnection>> clients;  // null where connect() threw
+    std::vector<std::string> errors;                         // what those connect()s threw
+    std::vector<ClientId> ids;                               // of the kConnected taken
+  };
+  // Connects `n` clients at once, each from a thread of its own; then takes kConnected events
+  // until there are `n` or none comes for 5 s.
+  Burst connect_burst(std::size_t n);
 
   // The next event matching `pred`, or nullopt after `timeout`. Skipped events are dropped.
   std::optional<ServerEvent> next(const std::function<bool(const ServerEvent&)>& pred,
-                                  std::chrono::milliseconds timeout = 5000ms) {
-    std::unique_lock lock(mutex_);
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      while (!events_.empty()) {
-        ServerEvent e = std::move(events_.front());
-        events_.pop_front();
-        if (pred(e)) return e;
-      }
-      if (cv_.wait_until(lock, end) == std::cv_status::timeout && events_.empty())
-        return std::nullopt;
-    }
-  }
-  std::optional<ServerEvent> next(Kind kind, std::chrono::milliseconds timeout = 5000ms) {
-    return next([kind](const ServerEvent& e) { return e.kind == kind; }, timeout);
-  }
+                                  std::chrono::milliseconds timeout = 5000ms);
+  std::optional<ServerEvent> next(Kind kind, std::chrono::milliseconds timeout = 5000ms);
+
+  // Removes and returns the first event (already reported or still to come within `timeout`)
+  // matching `pred`; other events stay for later.
+  std::optional<ServerEvent> take(const std::function<bool(const ServerEvent&)>& pred,
+                                  std::chrono::milliseconds timeout = 5000ms);
+  std::optional<ServerEvent> take(Kind kind, ClientId id,
+                                  std::chrono::milliseconds timeout = 5000ms);
 
   // Sends `frame`, waiting for kWritable whenever the client's buffers are full. Events that
-  // are not kWritable for `id` are kept for later next() calls.
-  void send_all(ClientId id, const Frame& frame) {
-    for (;;) {
-      const SendResult r = ep_->send(id, frame);
-      if (r == SendResult::kSent) return;
-      BOOST_REQUIRE(r == SendResult::kFull);
-      std::unique_lock lock(mutex_);
-      const bool got = cv_.wait_for(lock, 10s, [&] {
-        for (auto it = events_.begin(); it != events_.end(); ++it) {
-          if (it->kind == Kind::kWritable && it->client == id) {
-            events_.erase(it);
-            return true;
-          }
-        }
-        return false;
-      });
-      BOOST_REQUIRE_MESSAGE(got, "no kWritable after kFull");
-    }
-  }
+  // are not kWritable for `id` are kept for later.
+  void send_all(ClientId id, const Frame& frame);
+
+  // A frame `text` from client `c` (known to the server as `id`) to the server and back; true
+  // if it arrived intact both ways within 5 s each.
+  bool round_trip(ClientConnection& c, ClientId id, const std::string& text);
+
+  // poll() calls so far.
+  std::uint64_t polls() const { return polls_; }
+  // What the poll() that ended the loop threw; empty while the loop runs. After it, no event
+  // comes any more.
+  std::string poll_error();
 
  private:
-  const Backend& backend_;
-  TempRuntime rt_;
-  InstanceDir dir_;
-  std::unique_ptr<ServerEndpoint> ep_;
-  std::vector<pid_t> pids_{::getpid()};
   std::atomic<bool> stop_{false};
-  std::thread thread_;
-  std::mutex mutex_;
+  std::atomic<std::uint64_t> polls_{0};
+  std::mutex mutex_;  // guards events_ and poll_error_
   std::condition_variable cv_;
   std::deque<ServerEvent> events_;
+  std::string poll_error_;
+  std::thread thread_;  // last: started once everything it uses exists
 };
 
 }  // namespace chat::test

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <boost/test/unit_test.hpp>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -228,51 +229,26 @@ std::unique_ptr<Process> start_chatd(const TempRuntime& rt, const std::string& t
   throw std::runtime_error("chatd did not start: " + p->err());
 }
 
-namespace {
-
-// Rows of /proc/sysvipc/FILE as whitespace-split fields, header skipped.
-std::vector<std::vector<std::string>> sysv_rows(const std::string& file) {
-  std::ifstream in("/proc/sysvipc/" + file);
-  std::vector<std::vector<std::string>> rows;
-  std::string line;
-  std::getline(in, line);
-  while (std::getline(in, line)) {
-    std::istringstream ss(line);
-    std::vector<std::string> fields;
-    for (std::string f; ss >> f;) fields.push_back(f);
-    rows.push_back(std::move(fields));
-  }
-  return rows;
-}
-
-}  // namespace
-
 std::vector<std::string> leftovers(const TempRuntime& rt, const std::vector<pid_t>& pids) {
-  std::vector<std::string> found;
+  std::vector<std::string> found = transport::leftover_ipc_objects(rt.dir(), pids);
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator("/dev/shm", ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.find(transport::instance_tag(rt.dir())) != std::string::npos) {
-      found.push_back("/dev/shm/" + name);
-    }
-  }
-  const auto ours = [&](const std::string& pid) {
-    for (pid_t p : pids) {
-      if (pid == std::to_string(p)) return true;
-    }
-    return false;
-  };
-  // shm: key shmid perms size cpid lpid ...; msg: key msqid perms cbytes qnum lspid lrpid ...
-  for (const auto& row : sysv_rows("shm")) {
-    if (row.size() > 5 && (ours(row[4]) || ours(row[5]))) found.push_back("SysV shm id " + row[1]);
-  }
-  for (const auto& row : sysv_rows("msg")) {
-    if (row.size() > 6 && (ours(row[5]) || ours(row[6]))) found.push_back("SysV msg id " + row[1]);
-  }
   for (const auto& e : fs::recursive_directory_iterator(rt.base(), ec)) {
     found.push_back(e.path().string());
   }
   return found;
+}
+
+void check_no_leftovers(const TempRuntime& rt, const std::vector<pid_t>& pids) {
+  const auto left = leftovers(rt, pids);
+  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+}
+
+pid_t dead_pid() {
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return child;
 }
 
 std::vector<std::string> lines_of(const std::string& text) {

@@ -90,6 +90,12 @@ std::unique_ptr<Process> start_chatd(const TempRuntime& rt, const std::string& t
 // SysV objects created or last used by any of `pids`, and files under the runtime base.
 std::vector<std::string> leftovers(const TempRuntime& rt, const std::vector<pid_t>& pids);
 
+// Checks (BOOST_CHECK: the test goes on) that leftovers() finds nothing; names the first if not.
+void check_no_leftovers(const TempRuntime& rt, const std::vector<pid_t>& pids);
+
+// A pid that certainly names no process right now: a child of ours, already reaped.
+pid_t dead_pid();
+
 // The lines of `text`.
 std::vector<std::string> lines_of(const std::string& text);
 

@@ -15,13 +15,13 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <cstring>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "common/instance.hpp"
 #include "common/protocol.hpp"
+#include "tests/support/frames.hpp"
 #include "transport/factory.hpp"
 #include "transport/shm/engine.hpp"
 #include "transport/shm/layout.hpp"
@@ -33,12 +33,6 @@ namespace {
 
 void say(const std::string& line) {
   std::cout << line << std::endl;  // flushed: the test waits for it
-}
-
-Frame bytes(const std::string& s) {
-  Frame f(s.size());
-  std::memcpy(f.data(), s.data(), s.size());
-  return f;
 }
 
 int client(const Backend& backend, const std::string& base, const std::string& instance,
@@ -56,7 +50,7 @@ int client(const Backend& backend, const std::string& base, const std::string& i
   co.deadline = deadline_after(std::chrono::seconds(5));
   auto c = backend.connect(co);
   if (mode == "send") {
-    for (int i = 0; i < n; ++i) c->send(bytes("frame-" + std::to_string(i)), kNoDeadline);
+    for (int i = 0; i < n; ++i) c->send(test::frame_of("frame-" + std::to_string(i)), kNoDeadline);
     say("sent");
   } else {
     say("connected");

@@ -6,14 +6,12 @@
 
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
-#include <condition_variable>
-#include <cstring>
-#include <deque>
 #include <thread>
 
 #include "common/instance.hpp"
 #include "common/protocol.hpp"
 #include "tests/support/chat_process.hpp"
+#include "tests/support/frames.hpp"
 #include "tests/support/main_fixture.hpp"
 #include "tests/support/server_harness.hpp"
 #include "tests/support/support.hpp"
@@ -26,22 +24,6 @@ using Kind = ServerEvent::Kind;
 
 namespace {
 
-Frame frame_of(const std::string& s) {
-  Frame f(s.size());
-  std::memcpy(f.data(), s.data(), s.size());
-  return f;
-}
-
-std::string text_of(const Frame& f) {
-  return std::string(reinterpret_cast<const char*>(f.data()), f.size());
-}
-
-// A frame of `size` bytes whose content encodes `n`, checkable by `check_patterned`.
-Frame patterned(std::uint32_t n, std::size_t size) {
-  Frame f(size);
-  for (std::size_t i = 0; i < size; ++i) f[i] = std::byte{static_cast<std::uint8_t>(n * 31 + i)};
-  return f;
-}
 bool is_patterned(const Frame& f, std::uint32_t n, std::size_t size) {
   return f == patterned(n, size);
 }
@@ -298,8 +280,7 @@ BOOST_DATA_TEST_CASE(server_death_is_seen_within_a_second, bdata::make(all_backe
   BOOST_REQUIRE(stale);
   backend.cleanup({dir.path(), stale->pid, stale->objects});
   dir.remove();
-  const auto left = leftovers(rt, pids);
-  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " + (left.empty() ? "" : left.front()));
+  check_no_leftovers(rt, pids);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

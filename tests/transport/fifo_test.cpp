@@ -7,27 +7,23 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <iterator>
-#include <mutex>
 #include <set>
 #include <thread>
 
 #include "common/instance.hpp"
-#include "common/log.hpp"
-#include "common/protocol.hpp"
+#include "tests/support/chat_process.hpp"
+#include "tests/support/frames.hpp"
 #include "tests/support/main_fixture.hpp"
+#include "tests/support/server_harness.hpp"
 #include "tests/support/support.hpp"
 #include "transport/factory.hpp"
 #include "transport/fifo/wire.hpp"
@@ -42,116 +38,14 @@ using Kind = ServerEvent::Kind;
 
 namespace {
 
-Frame frame_of(const std::string& s) {
-  Frame f(s.size());
-  std::memcpy(f.data(), s.data(), s.size());
-  return f;
-}
-
-std::string text_of(const Frame& f) {
-  return std::string(reinterpret_cast<const char*>(f.data()), f.size());
-}
-
 const Backend& fifo_backend() {
   return *find_backend("fifo");
 }
 
-// An in-process fifo server endpoint with its poll loop on a thread of its own. Its events
-// are kept until a test takes them. On destruction it removes everything and checks that
-// nothing is left.
-class Endpoint {
- public:
-  explicit Endpoint(std::size_t max_clients = 16)
-      : dir_(InstanceDir::acquire(rt_.base(), rt_.instance())) {
-    ListenOptions lo;
-    lo.dir = dir_.path();
-    lo.instance = rt_.instance();
-    lo.logger = &logger_;  // what the endpoint complains about shows in the test log
-    lo.max_clients = max_clients;
-    ep_ = fifo_backend().listen(lo);
-    dir_.publish({rt_.instance(), "fifo", ::getpid(), protocol::kVersion, ep_->objects()});
-    thread_ = std::thread([this] {
-      std::vector<ServerEvent> evs;
-      while (!stop_) {
-        evs.clear();
-        ep_->poll(evs, deadline_after(100ms));
-        std::lock_guard lock(mutex_);
-        for (auto& e : evs) events_.push_back(std::move(e));
-        if (!evs.empty()) cv_.notify_all();
-      }
-    });
-  }
-
-  ~Endpoint() {
-    stop_ = true;
-    ep_->wake();
-    thread_.join();
-    ep_.reset();
-    dir_.remove();
-    const auto left = leftovers(rt_, pids_);
-    BOOST_CHECK_MESSAGE(left.empty(), "left behind: " + (left.empty() ? "" : left.front()));
-  }
-
-  ServerEndpoint& ep() { return *ep_; }
-  const TempRuntime& rt() const { return rt_; }
-  fs::path dir() const { return dir_.path(); }
-  void also_check_pid(pid_t p) { pids_.push_back(p); }
-
-  ConnectOptions connect_options() const {
-    return {dir_.path(), rt_.instance(), ::getpid(), ep_->objects(), deadline_after(5s)};
-  }
-
-  // Connects a client and waits for the server to report it.
-  std::pair<std::unique_ptr<ClientConnection>, ClientId> connect() {
-    auto c = fifo_backend().connect(connect_options());
-    const auto e = take([](const ServerEvent& e) { return e.kind == Kind::kConnected; });
-    BOOST_REQUIRE(e);
-    return {std::move(c), e->client};
-  }
-
-  // Removes and returns the first event (already reported or still to come) matching `pred`;
-  // other events stay for later.
-  std::optional<ServerEvent> take(const std::function<bool(const ServerEvent&)>& pred,
-                                  std::chrono::milliseconds timeout = 5000ms) {
-    std::unique_lock lock(mutex_);
-    std::optional<ServerEvent> found;
-    cv_.wait_for(lock, timeout, [&] {
-      for (auto it = events_.begin(); it != events_.end(); ++it) {
-        if (pred(*it)) {
-          found = std::move(*it);
-          events_.erase(it);
-          return true;
-        }
-      }
-      return false;
-    });
-    return found;
-  }
-  std::optional<ServerEvent> take(Kind kind, ClientId id, std::chrono::milliseconds t = 5000ms) {
-    return take([=](const ServerEvent& e) { return e.kind == kind && e.client == id; }, t);
-  }
-
-  // A frame from the client to the server and back.
-  bool round_trip(ClientConnection& c, ClientId id, const std::string& text) {
-    if (c.send(frame_of(text), deadline_after(5s)) != SendResult::kSent) return false;
-    const auto e = take(Kind::kFrame, id);
-    if (!e || text_of(e->frame) != text) return false;
-    if (ep_->send(id, e->frame) != SendResult::kSent) return false;
-    Frame f;
-    return c.receive(f, deadline_after(5s)) == ReceiveResult::kFrame && text_of(f) == text;
-  }
-
- private:
-  Logger logger_{"fifo_test", LogLevel::kWarn};
-  TempRuntime rt_;
-  InstanceDir dir_;
-  std::unique_ptr<ServerEndpoint> ep_;
-  std::vector<pid_t> pids_{::getpid()};
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::deque<ServerEvent> events_;
+// The fifo server of these tests; what it warns about shows in the test log.
+struct FifoServer : ServerHarness {
+  explicit FifoServer(std::size_t max_clients = 16)
+      : ServerHarness(fifo_backend(), {max_clients, "fifo_test"}) {}
 };
 
 // Our descriptors whose target name ends with `suffix` (a client's FIFOs are unlinked once
@@ -175,9 +69,9 @@ struct HostileClient {
   ClientId id = 0;
   UniqueFd up;  // another writer on the client's .up
 
-  explicit HostileClient(Endpoint& server) {
+  explicit HostileClient(FifoServer& server) {
     const auto before = fds_named(".up (deleted)");
-    std::tie(conn, id) = server.connect();
+    std::tie(conn, id) = server.connect_and_wait();
     const auto after = fds_named(".up (deleted)");
     std::vector<int> added;
     std::set_difference(after.begin(), after.end(), before.begin(), before.end(),
@@ -207,15 +101,6 @@ std::vector<std::byte> bytes_of(const std::string& s) {
   std::vector<std::byte> b(s.size());
   std::memcpy(b.data(), s.data(), s.size());
   return b;
-}
-
-// A pid that certainly names no process right now: a child we have reaped.
-pid_t dead_pid() {
-  const pid_t child = ::fork();
-  if (child == 0) ::_exit(0);
-  int status = 0;
-  ::waitpid(child, &status, 0);
-  return child;
 }
 
 // The files in `dir` other than the instance's own.
@@ -263,12 +148,12 @@ BOOST_AUTO_TEST_SUITE(fifo)
 BOOST_AUTO_TEST_CASE(fifos_are_private_whatever_the_umask_and_pipes_are_bounded) {
   const mode_t old = ::umask(0777);  // the worst case: mkfifo creates mode 0000
   {
-    Endpoint server;
+    FifoServer server;
     struct stat st {};
     BOOST_REQUIRE(::lstat((server.dir() / wire::kHelloFifo).c_str(), &st) == 0);
     BOOST_TEST(S_ISFIFO(st.st_mode));
     BOOST_TEST((st.st_mode & 07777) == 0600u);
-    auto [client, id] = server.connect();
+    auto [client, id] = server.connect_and_wait();
     BOOST_TEST(server.round_trip(*client, id, "private"));
     // Once connected, the client's FIFOs have no names any more: only the hello FIFO is left.
     BOOST_TEST(transport_files(server.dir()) == std::vector<std::string>{wire::kHelloFifo});
@@ -281,8 +166,8 @@ BOOST_AUTO_TEST_CASE(fifos_are_private_whatever_the_umask_and_pipes_are_bounded)
 }
 
 BOOST_AUTO_TEST_CASE(garbage_in_the_hello_fifo_hurts_nobody) {
-  Endpoint server;
-  auto [a, a_id] = server.connect();
+  FifoServer server;
+  auto [a, a_id] = server.connect_and_wait();
   UniqueFd hello(
       ::open((server.dir() / wire::kHelloFifo).c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
   BOOST_REQUIRE(hello);
@@ -308,7 +193,7 @@ BOOST_AUTO_TEST_CASE(garbage_in_the_hello_fifo_hurts_nobody) {
 
   // The server carries on: the old client works, a new one connects.
   BOOST_TEST(server.round_trip(*a, a_id, "still here"));
-  auto [b, b_id] = server.connect();
+  auto [b, b_id] = server.connect_and_wait();
   BOOST_TEST(server.round_trip(*b, b_id, "newcomer"));
   BOOST_TEST(fs::exists(server.dir() / wire::down_name(::getpid(), 0x4242)));
   BOOST_TEST(!fs::exists(server.dir() / wire::down_name(::getpid(), 0x5678)));
@@ -321,8 +206,8 @@ BOOST_AUTO_TEST_CASE(garbage_in_the_hello_fifo_hurts_nobody) {
 BOOST_DATA_TEST_CASE(garbage_in_a_client_fifo_disconnects_only_that_client,
                      bdata::make(up_garbage()), g) {
   BOOST_TEST_MESSAGE("garbage: " << g.name);
-  Endpoint server;
-  auto [good, good_id] = server.connect();
+  FifoServer server;
+  auto [good, good_id] = server.connect_and_wait();
   HostileClient bad(server);
   bad.write(g.bytes);
   const auto d = server.take(Kind::kDisconnected, bad.id);
@@ -339,7 +224,7 @@ BOOST_DATA_TEST_CASE(garbage_in_a_client_fifo_disconnects_only_that_client,
 }
 
 BOOST_AUTO_TEST_CASE(a_frame_split_across_writes_is_reassembled) {
-  Endpoint server;
+  FifoServer server;
   HostileClient slow(server);
   Frame payload(kMaxFrameBytes);
   for (std::size_t i = 0; i < payload.size(); ++i)
@@ -363,7 +248,7 @@ BOOST_AUTO_TEST_CASE(a_frame_split_across_writes_is_reassembled) {
 }
 
 BOOST_AUTO_TEST_CASE(a_vanished_reader_is_epipe_not_sigpipe) {
-  Endpoint server;
+  FifoServer server;
   Process peer({binary("transport_peer").string(), "client", "fifo", server.rt().base().string(),
                 server.rt().instance(), "idle"});
   server.also_check_pid(peer.pid());
@@ -381,7 +266,7 @@ BOOST_AUTO_TEST_CASE(a_vanished_reader_is_epipe_not_sigpipe) {
   server.ep().close(c->client);
 
   // The other way round: a client whose server's reading end is gone.
-  auto [client, id] = server.connect();
+  auto [client, id] = server.connect_and_wait();
   server.ep().close(id);
   Frame f;
   BOOST_TEST((client->receive(f, deadline_after(5s)) == ReceiveResult::kClosed));
@@ -407,7 +292,7 @@ BOOST_AUTO_TEST_CASE(a_hello_fifo_without_a_reader_is_a_clear_error) {
     }
     dir.remove();
   }
-  BOOST_TEST(leftovers(rt, {::getpid()}).empty());
+  check_no_leftovers(rt, {::getpid()});
 }
 
 BOOST_AUTO_TEST_CASE(planted_symlinks_and_foreign_fifos_are_refused) {
@@ -428,7 +313,7 @@ BOOST_AUTO_TEST_CASE(planted_symlinks_and_foreign_fifos_are_refused) {
     dir.remove();
   }
   {
-    Endpoint server;
+    FifoServer server;
     const fs::path hello = server.dir() / wire::kHelloFifo;
     const fs::path moved = server.dir() / "hello.moved";
     fs::rename(hello, moved);
@@ -455,7 +340,7 @@ BOOST_AUTO_TEST_CASE(planted_symlinks_and_foreign_fifos_are_refused) {
     UniqueFd h(::open(hello.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
     const wire::HelloRecord r = wire::make_hello(me, 0x77);
     BOOST_REQUIRE_EQUAL(::write(h.get(), &r, sizeof r), static_cast<ssize_t>(sizeof r));
-    auto [client, id] = server.connect();  // the hello before this one has been handled
+    auto [client, id] = server.connect_and_wait();  // the hello before this one has been handled
     BOOST_TEST(fs::is_symlink(server.dir() / wire::down_name(me, 0x77)));
     BOOST_TEST(!fs::exists(server.dir() / wire::up_name(me, 0x77)));
     std::string content;
@@ -470,7 +355,7 @@ BOOST_AUTO_TEST_CASE(planted_symlinks_and_foreign_fifos_are_refused) {
 }
 
 BOOST_AUTO_TEST_CASE(a_client_that_never_gets_ready_is_dropped_after_the_deadline) {
-  Endpoint server;
+  FifoServer server;
   UniqueFd h(::open((server.dir() / wire::kHelloFifo).c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
   const wire::HelloRecord r = wire::make_hello(::getpid(), 0x99);
   BOOST_REQUIRE_EQUAL(::write(h.get(), &r, sizeof r), static_cast<ssize_t>(sizeof r));
@@ -498,42 +383,17 @@ BOOST_AUTO_TEST_CASE(chatd_over_fifo_survives_a_client_killed_and_is_clean_after
   victim.kill(SIGKILL);
   victim.wait(5s);
   BOOST_TEST(chatd->running());
-  chatd->kill(SIGTERM);
-  const auto code = chatd->wait(5s);
-  BOOST_TEST((code && *code == 0));
-  const auto left = leftovers(rt, pids);
-  BOOST_TEST(left.empty(), "left behind: " + (left.empty() ? "" : left.front()));
+  stop_and_check_clean(*chatd, rt, pids, 5s);
 }
 
 BOOST_AUTO_TEST_CASE(a_burst_of_clients_all_get_in) {
   // More clients at once than handshakes may be in progress: the rest wait, none is dropped.
-  Endpoint server(128);
+  FifoServer server(128);
   constexpr std::size_t kClients = 80;
-  std::vector<std::unique_ptr<ClientConnection>> clients(kClients);
-  std::mutex errors_mutex;
-  std::vector<std::string> errors;
-  {
-    std::vector<std::jthread> threads;
-    for (std::size_t i = 0; i < kClients; ++i) {
-      threads.emplace_back([&, i] {
-        try {
-          clients[i] = fifo_backend().connect(server.connect_options());
-        } catch (const std::exception& e) {
-          std::lock_guard lock(errors_mutex);
-          errors.push_back(e.what());
-        }
-      });
-    }
-  }
-  BOOST_TEST(errors.empty(), (errors.empty() ? "" : errors.front()));
-  std::vector<ClientId> ids;
-  while (ids.size() < kClients) {
-    const auto e = server.take([](const ServerEvent& e) { return e.kind == Kind::kConnected; });
-    if (!e) break;
-    ids.push_back(e->client);
-  }
-  BOOST_TEST(ids.size() == kClients);
-  for (const ClientId id : ids) server.ep().close(id);
+  const auto burst = server.connect_burst(kClients);
+  BOOST_TEST(burst.errors.empty(), (burst.errors.empty() ? "" : burst.errors.front()));
+  BOOST_TEST(burst.ids.size() == kClients);
+  for (const ClientId id : burst.ids) server.ep().close(id);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

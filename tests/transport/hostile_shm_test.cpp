@@ -4,10 +4,10 @@
 #define BOOST_TEST_MODULE hostile_shm
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
-#include <cstring>
 #include <random>
 
 #include "tests/support/chat_process.hpp"
+#include "tests/support/frames.hpp"
 #include "tests/support/main_fixture.hpp"
 #include "tests/support/server_harness.hpp"
 #include "transport/shm/engine.hpp"
@@ -20,12 +20,6 @@ using namespace chat::test;
 using Kind = ServerEvent::Kind;
 
 namespace {
-
-Frame frame_of(const std::string& s) {
-  Frame f(s.size());
-  std::memcpy(f.data(), s.data(), s.size());
-  return f;
-}
 
 // A well-behaved client next to the hostile one: after the attack it must still be served.
 struct Bystander {

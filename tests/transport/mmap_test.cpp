@@ -56,8 +56,7 @@ mode_t mode_of(const fs::path& path) {
 void check_nothing_left(const TempRuntime& rt, const std::vector<pid_t>& pids = {}) {
   std::vector<pid_t> all{::getpid()};
   all.insert(all.end(), pids.begin(), pids.end());
-  const auto left = leftovers(rt, all);
-  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+  check_no_leftovers(rt, all);
 }
 
 // Restores the umask when the test ends, however it ends.
@@ -204,9 +203,7 @@ BOOST_AUTO_TEST_CASE(a_restarting_chatd_replaces_a_killed_ones_files) {
   BOOST_TEST(wait_events(*bob, "message", 1, 5s));
   bob->close_stdin();
   BOOST_TEST(bob->exit_code(10s) == 0);
-  second->kill(SIGTERM);
-  BOOST_TEST(second->exit_code(5s) == 0);
-  check_nothing_left(rt, {first->pid(), second->pid(), bob->pid()});
+  stop_and_check_clean(*second, rt, {::getpid(), first->pid(), bob->pid()}, 5s);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -4,30 +4,27 @@
 #define BOOST_TEST_MODULE msgq_transport
 #include "transport/msgq/msgq.hpp"
 
+#include <signal.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
 #include <sys/random.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <mutex>
 #include <sstream>
 #include <thread>
 
 #include "common/instance.hpp"
-#include "common/log.hpp"
-#include "common/protocol.hpp"
 #include "tests/support/chat_process.hpp"
+#include "tests/support/frames.hpp"
 #include "tests/support/main_fixture.hpp"
+#include "tests/support/server_harness.hpp"
 #include "tests/support/support.hpp"
 #include "transport/factory.hpp"
 #include "transport/msgq/sysv_queue.hpp"
@@ -45,22 +42,6 @@ using chat::transport::msgq::stat_queue;
 using Kind = ServerEvent::Kind;
 
 namespace {
-
-Frame frame_of(const std::string& s) {
-  Frame f(s.size());
-  std::memcpy(f.data(), s.data(), s.size());
-  return f;
-}
-
-std::string text_of(const Frame& f) {
-  return std::string(reinterpret_cast<const char*>(f.data()), f.size());
-}
-
-Frame patterned(std::uint32_t n, std::size_t size) {
-  Frame f(size);
-  for (std::size_t i = 0; i < size; ++i) f[i] = std::byte{static_cast<std::uint8_t>(n * 31 + i)};
-  return f;
-}
 
 const Backend& msgq_backend() {
   return *find_backend("msgq");
@@ -95,134 +76,12 @@ std::vector<int> recorded_queues(const fs::path& dir) {
   return ids;
 }
 
-// A pid that certainly names no process right now: a child we have reaped.
-pid_t dead_pid() {
-  const pid_t child = ::fork();
-  if (child == 0) ::_exit(0);
-  int status = 0;
-  ::waitpid(child, &status, 0);
-  return child;
-}
-
-// An in-process msgq server endpoint with its poll loop on a thread of its own. Its events are
-// kept until a test takes them; it counts its poll() calls (each waits up to 1 s) and keeps
-// the error that ended its loop, if any. On destruction it removes everything and checks that
-// nothing is left.
-class Endpoint {
- public:
-  explicit Endpoint(std::size_t max_clients = 16)
-      : dir_(InstanceDir::acquire(rt_.base(), rt_.instance())) {
-    ListenOptions lo;
-    lo.dir = dir_.path();
-    lo.instance = rt_.instance();
-    lo.logger = &logger_;  // what the endpoint complains about shows in the test log
-    lo.max_clients = max_clients;
-    ep_ = msgq_backend().listen(lo);
-    dir_.publish({rt_.instance(), "msgq", ::getpid(), protocol::kVersion, ep_->objects()});
-    thread_ = std::thread([this] {
-      std::vector<ServerEvent> evs;
-      try {
-        while (!stop_) {
-          evs.clear();
-          ep_->poll(evs, deadline_after(1s));
-          ++polls_;
-          std::lock_guard lock(mutex_);
-          for (auto& e : evs) events_.push_back(std::move(e));
-          if (!evs.empty()) cv_.notify_all();
-        }
-      } catch (const std::exception& e) {
-        std::lock_guard lock(mutex_);
-        poll_error_ = e.what();
-      }
-    });
-  }
-
-  ~Endpoint() {
-    stop_ = true;
-    ep_->wake();
-    thread_.join();
-    ep_.reset();
-    dir_.remove();
-    const auto left = leftovers(rt_, pids_);
-    BOOST_CHECK_MESSAGE(left.empty(), "left behind: " + (left.empty() ? "" : left.front()));
-  }
-
-  ServerEndpoint& ep() { return *ep_; }
-  fs::path dir() const { return dir_.path(); }
-  int server_queue() const { return ep_->objects().at("queue").get<int>(); }
-  std::uint64_t polls() const { return polls_; }
-  std::string poll_error() {
-    std::lock_guard lock(mutex_);
-    return poll_error_;
-  }
-
-  ConnectOptions connect_options() const {
-    return {dir_.path(), rt_.instance(), ::getpid(), ep_->objects(), deadline_after(5s)};
-  }
-
-  // Connects a client and waits for the server to report it.
-  std::pair<std::unique_ptr<ClientConnection>, ClientId> connect() {
-    auto c = msgq_backend().connect(connect_options());
-    const auto e = take([](const ServerEvent& e) { return e.kind == Kind::kConnected; });
-    BOOST_REQUIRE(e);
-    return {std::move(c), e->client};
-  }
-
-  // Removes and returns the first event (already reported or still to come) matching `pred`;
-  // other events stay for later.
-  std::optional<ServerEvent> take(const std::function<bool(const ServerEvent&)>& pred,
-                                  std::chrono::milliseconds timeout = 5000ms) {
-    std::unique_lock lock(mutex_);
-    std::optional<ServerEvent> found;
-    cv_.wait_for(lock, timeout, [&] {
-      for (auto it = events_.begin(); it != events_.end(); ++it) {
-        if (pred(*it)) {
-          found = std::move(*it);
-          events_.erase(it);
-          return true;
-        }
-      }
-      return false;
-    });
-    return found;
-  }
-  std::optional<ServerEvent> take(Kind kind, ClientId id, std::chrono::milliseconds t = 5000ms) {
-    return take([=](const ServerEvent& e) { return e.kind == kind && e.client == id; }, t);
-  }
-
-  // Sends, waiting for kWritable whenever the client's queue is full.
-  void send_all(ClientId id, const Frame& frame) {
-    for (;;) {
-      const SendResult r = ep_->send(id, frame);
-      if (r == SendResult::kSent) return;
-      BOOST_REQUIRE(r == SendResult::kFull);
-      BOOST_REQUIRE_MESSAGE(take(Kind::kWritable, id, 10s), "no kWritable after kFull");
-    }
-  }
-
-  // A frame from the client to the server and back.
-  bool round_trip(ClientConnection& c, ClientId id, const std::string& text) {
-    if (c.send(frame_of(text), deadline_after(5s)) != SendResult::kSent) return false;
-    const auto e = take(Kind::kFrame, id);
-    if (!e || text_of(e->frame) != text) return false;
-    if (ep_->send(id, e->frame) != SendResult::kSent) return false;
-    Frame f;
-    return c.receive(f, deadline_after(5s)) == ReceiveResult::kFrame && text_of(f) == text;
-  }
-
- private:
-  Logger logger_{"msgq_test", LogLevel::kWarn};
-  TempRuntime rt_;
-  InstanceDir dir_;
-  std::unique_ptr<ServerEndpoint> ep_;
-  std::vector<pid_t> pids_{::getpid()};
-  std::atomic<bool> stop_{false};
-  std::atomic<std::uint64_t> polls_{0};
-  std::thread thread_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::deque<ServerEvent> events_;
-  std::string poll_error_;
+// The msgq server of these tests; what it warns about shows in the test log. Each poll() of
+// its loop waits up to 1 s when idle: an_idle_server_sleeps counts on that.
+struct MsgqServer : ServerHarness {
+  explicit MsgqServer(std::size_t max_clients = 16)
+      : ServerHarness(msgq_backend(), {max_clients, "msgq_test"}, 1s) {}
+  int server_queue() { return ep().objects().at("queue").get<int>(); }
 };
 
 // A client speaking the wire protocol by hand, to break its rules after a proper handshake.
@@ -232,7 +91,7 @@ struct RawClient {
   std::uint64_t nonce = random_u64();
   wire::WelcomeMsg welcome;
 
-  explicit RawClient(Endpoint& server) : server_queue(server.server_queue()) {
+  explicit RawClient(MsgqServer& server) : server_queue(server.server_queue()) {
     wire::HelloMsg h;
     h.pid = ::getpid();
     h.nonce = nonce;
@@ -375,9 +234,9 @@ std::chrono::microseconds cpu_time() {
 BOOST_AUTO_TEST_SUITE(msgq)
 
 BOOST_AUTO_TEST_CASE(a_full_client_queue_is_full_for_that_client_only) {
-  Endpoint server;
-  auto [a, a_id] = server.connect();
-  auto [b, b_id] = server.connect();
+  MsgqServer server;
+  auto [a, a_id] = server.connect_and_wait();
+  auto [b, b_id] = server.connect_and_wait();
   // A does not read: its queue (16 KiB) and then its receiving thread's buffer fill up. Its
   // thread keeps emptying the queue for a while, so a first kFull may not last.
   std::vector<Frame> sent;
@@ -434,9 +293,9 @@ BOOST_AUTO_TEST_CASE(a_full_client_queue_is_full_for_that_client_only) {
 
 BOOST_DATA_TEST_CASE(garbage_in_the_server_queue_hurts_nobody, bdata::make(server_queue_garbage()),
                      g) {
-  Endpoint server;
-  auto [a, a_id] = server.connect();
-  auto [b, b_id] = server.connect();
+  MsgqServer server;
+  auto [a, a_id] = server.connect_and_wait();
+  auto [b, b_id] = server.connect_and_wait();
   const auto [mtype, bytes] = g.make(a_id);
   put(server.server_queue(), mtype, bytes.data(), bytes.size());
   BOOST_TEST(server.round_trip(*a, a_id, "a after " + g.name));
@@ -450,8 +309,8 @@ BOOST_DATA_TEST_CASE(garbage_in_the_server_queue_hurts_nobody, bdata::make(serve
 
 BOOST_DATA_TEST_CASE(a_known_client_breaking_the_rules_is_disconnected_alone,
                      bdata::make(offences()), o) {
-  Endpoint server;
-  auto [good, good_id] = server.connect();
+  MsgqServer server;
+  auto [good, good_id] = server.connect_and_wait();
   RawClient bad(server);
   const auto c = server.take([](const ServerEvent& e) { return e.kind == Kind::kConnected; });
   BOOST_REQUIRE(c);
@@ -468,8 +327,8 @@ BOOST_DATA_TEST_CASE(a_known_client_breaking_the_rules_is_disconnected_alone,
 }
 
 BOOST_AUTO_TEST_CASE(queues_removed_from_under_their_users_end_cleanly) {
-  Endpoint server;
-  auto [a, a_id] = server.connect();
+  MsgqServer server;
+  auto [a, a_id] = server.connect_and_wait();
   // The server closes A with frames still queued: A reads them, then sees the end (EIDRM).
   for (int i = 0; i < 3; ++i) server.ep().send(a_id, frame_of("last " + std::to_string(i)));
   server.ep().close(a_id);
@@ -483,7 +342,7 @@ BOOST_AUTO_TEST_CASE(queues_removed_from_under_their_users_end_cleanly) {
   BOOST_TEST((a->send(frame_of("x"), deadline_after(1s)) == SendResult::kGone));
   // Someone removes the server queue: clients get kGone, the server reports it from poll()
   // rather than crashing or spinning.
-  auto [b, b_id] = server.connect();
+  auto [b, b_id] = server.connect_and_wait();
   BOOST_REQUIRE(::msgctl(server.server_queue(), IPC_RMID, nullptr) == 0);
   BOOST_TEST((b->send(frame_of("x"), deadline_after(1s)) == SendResult::kGone));
   const auto until = std::chrono::steady_clock::now() + 5s;
@@ -535,8 +394,7 @@ BOOST_AUTO_TEST_CASE(a_killed_servers_queues_and_only_those_are_reclaimed) {
   BOOST_TEST(queue_exists(decoy.id()));
   BOOST_TEST(msgq_backend().cleanup({dir.path(), stale->pid, stale->objects}).empty());
   dir.remove();
-  const auto left = leftovers(rt, pids);
-  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " + (left.empty() ? "" : left.front()));
+  check_no_leftovers(rt, pids);
 }
 
 BOOST_AUTO_TEST_CASE(chatd_restarted_after_sigkill_reclaims_the_queues) {
@@ -556,11 +414,7 @@ BOOST_AUTO_TEST_CASE(chatd_restarted_after_sigkill_reclaims_the_queues) {
   pids.push_back(again->pid());
   for (int id : old_queues) BOOST_TEST(!queue_exists(id), "queue " << id << " not reclaimed");
   BOOST_TEST(again->err().find("removed leftover") != std::string::npos, again->err());
-  again->kill(SIGTERM);
-  const auto clean = again->wait(5s);
-  BOOST_TEST((clean && *clean == 0));
-  const auto left = leftovers(rt, pids);
-  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " + (left.empty() ? "" : left.front()));
+  stop_and_check_clean(*again, rt, pids, 5s);
 }
 
 BOOST_AUTO_TEST_CASE(a_key_collision_is_an_error_never_a_shared_queue) {
@@ -611,9 +465,9 @@ BOOST_AUTO_TEST_CASE(the_record_names_exactly_the_live_queues) {
 }
 
 BOOST_AUTO_TEST_CASE(an_idle_server_sleeps) {
-  Endpoint server;
+  MsgqServer server;
   std::vector<std::pair<std::unique_ptr<ClientConnection>, ClientId>> clients;
-  for (int i = 0; i < 20; ++i) clients.push_back(server.connect());
+  for (int i = 0; i < 20; ++i) clients.push_back(server.connect_and_wait());
   const auto idle = [&](const char* when) {
     std::this_thread::sleep_for(100ms);
     const auto polls = server.polls();
@@ -644,33 +498,12 @@ BOOST_AUTO_TEST_CASE(an_idle_server_sleeps) {
 
 BOOST_AUTO_TEST_CASE(a_burst_of_clients_all_get_in) {
   // More clients at once than handshakes may be in progress: the rest wait, none is dropped.
-  Endpoint server(128);
+  MsgqServer server(128);
   constexpr std::size_t kClients = 80;
-  std::vector<std::unique_ptr<ClientConnection>> clients(kClients);
-  std::mutex errors_mutex;
-  std::vector<std::string> errors;
-  {
-    std::vector<std::jthread> threads;
-    for (std::size_t i = 0; i < kClients; ++i) {
-      threads.emplace_back([&, i] {
-        try {
-          clients[i] = msgq_backend().connect(server.connect_options());
-        } catch (const std::exception& e) {
-          std::lock_guard lock(errors_mutex);
-          errors.push_back(e.what());
-        }
-      });
-    }
-  }
-  BOOST_TEST(errors.empty(), (errors.empty() ? "" : errors.front()));
-  std::vector<ClientId> ids;
-  while (ids.size() < kClients) {
-    const auto e = server.take([](const ServerEvent& e) { return e.kind == Kind::kConnected; });
-    if (!e) break;
-    ids.push_back(e->client);
-  }
-  BOOST_TEST(ids.size() == kClients);
-  for (const ClientId id : ids) server.ep().close(id);
+  const auto burst = server.connect_burst(kClients);
+  BOOST_TEST(burst.errors.empty(), (burst.errors.empty() ? "" : burst.errors.front()));
+  BOOST_TEST(burst.ids.size() == kClients);
+  for (const ClientId id : burst.ids) server.ep().close(id);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -8,10 +8,9 @@
 #include <boost/test/unit_test.hpp>
 #include <thread>
 
-#include "common/instance.hpp"
-#include "common/protocol.hpp"
 #include "tests/support/chat_process.hpp"
 #include "tests/support/main_fixture.hpp"
+#include "tests/support/server_harness.hpp"
 #include "tests/support/support.hpp"
 
 namespace bdata = boost::unit_test::data;
@@ -26,47 +25,27 @@ namespace shm_wake_support {
 // Well under the 500 ms re-check slice a lost wake-up costs, well over a scheduling hiccup.
 constexpr auto kPrompt = 250ms;
 
-// A listening endpoint of `backend` in a private runtime dir, polled only when the test says.
-struct Endpoint {
-  explicit Endpoint(const Backend& b)
-      : backend(b), dir(InstanceDir::acquire(rt.base(), rt.instance())) {
-    ListenOptions lo;
-    lo.dir = dir.path();
-    lo.instance = rt.instance();
-    lo.max_clients = 4;
-    ep = backend.listen(lo);
-    dir.publish(
-        {rt.instance(), std::string(backend.name), ::getpid(), protocol::kVersion, ep->objects()});
-  }
-  ~Endpoint() {
-    ep.reset();
-    dir.remove();
-    const auto left = leftovers(rt, {::getpid()});
-    BOOST_CHECK_MESSAGE(left.empty(), "left behind: " + (left.empty() ? "" : left.front()));
-  }
+// A listening endpoint of `backend` with room for 4 clients, polled only when the test says.
+struct Endpoint : ListeningEndpoint {
+  explicit Endpoint(const Backend& b) : ListeningEndpoint(b, {.max_clients = 4, .log_as = {}}) {}
+
   // Connects a client (the handshake needs the server polling meanwhile); its id.
-  std::pair<std::unique_ptr<ClientConnection>, ClientId> connect() {
+  std::pair<std::unique_ptr<ClientConnection>, ClientId> connect_and_accept() {
     ClientId id = 0;
     std::thread accept([&] {
       std::vector<ServerEvent> events;
       const auto end = Clock::now() + 10s;
       while (id == 0 && Clock::now() < end) {
         events.clear();
-        ep->poll(events, deadline_after(20ms));
+        ep().poll(events, deadline_after(20ms));
         for (const auto& e : events) {
           if (e.kind == Kind::kConnected) id = e.client;
         }
       }
     });
-    ConnectOptions co;
-    co.dir = dir.path();
-    co.instance = rt.instance();
-    co.server_pid = ::getpid();
-    co.objects = ep->objects();
-    co.deadline = deadline_after(5s);
     std::unique_ptr<ClientConnection> c;
     try {
-      c = backend.connect(co);
+      c = connect();
     } catch (...) {
       accept.join();
       throw;
@@ -75,11 +54,6 @@ struct Endpoint {
     BOOST_REQUIRE_MESSAGE(id != 0, "no kConnected");
     return {std::move(c), id};
   }
-
-  const Backend& backend;
-  TempRuntime rt;
-  InstanceDir dir;
-  std::unique_ptr<ServerEndpoint> ep;
 };
 
 }  // namespace shm_wake_support
@@ -91,10 +65,10 @@ BOOST_AUTO_TEST_SUITE(shm_wake)
 
 BOOST_DATA_TEST_CASE(writable_comes_promptly_after_small_reads, bdata::make(shm_backends()), name) {
   Endpoint server(*find_backend(name));
-  auto [client, id] = server.connect();
+  auto [client, id] = server.connect_and_accept();
   const Frame small(100, std::byte{'x'});
   std::size_t queued = 0;
-  while (server.ep->send(id, small) == SendResult::kSent) ++queued;
+  while (server.ep().send(id, small) == SendResult::kSent) ++queued;
   BOOST_REQUIRE(queued > 1);
   // The server sleeps in poll() waiting for room; the client frees a little, then the rest.
   std::atomic<std::int64_t> writable_at{0};
@@ -103,7 +77,7 @@ BOOST_DATA_TEST_CASE(writable_comes_promptly_after_small_reads, bdata::make(shm_
     const auto end = Clock::now() + 5s;
     while (writable_at.load() == 0 && Clock::now() < end) {
       events.clear();
-      server.ep->poll(events, end);
+      server.ep().poll(events, end);
       for (const auto& e : events) {
         if (e.kind == Kind::kWritable && e.client == id) {
           writable_at.store(Clock::now().time_since_epoch().count());
@@ -131,7 +105,7 @@ BOOST_DATA_TEST_CASE(writable_comes_promptly_after_small_reads, bdata::make(shm_
 BOOST_DATA_TEST_CASE(client_send_resumes_promptly_after_small_reads, bdata::make(shm_backends()),
                      name) {
   Endpoint server(*find_backend(name));
-  auto [client, id] = server.connect();
+  auto [client, id] = server.connect_and_accept();
   // Fill the up ring with 1-byte frames while the server does not read.
   const Frame tiny(1, std::byte{'t'});
   std::size_t queued = 0;
@@ -153,7 +127,7 @@ BOOST_DATA_TEST_CASE(client_send_resumes_promptly_after_small_reads, bdata::make
   const auto end = Clock::now() + 5s;
   while (frames < queued + 1 && Clock::now() < end) {
     events.clear();
-    server.ep->poll(events, deadline_after(100ms));
+    server.ep().poll(events, deadline_after(100ms));
     for (const auto& e : events) {
       if (e.kind == Kind::kFrame && e.client == id) ++frames;
     }

@@ -21,6 +21,8 @@
 
 #include "common/instance.hpp"
 #include "common/protocol.hpp"
+#include "tests/support/chat_process.hpp"
+#include "tests/support/frames.hpp"
 #include "tests/support/main_fixture.hpp"
 #include "tests/support/support.hpp"
 #include "transport/shm/layout.hpp"
@@ -33,16 +35,6 @@ using namespace chat::transport;
 using namespace chat::test;
 
 namespace {
-
-Frame frame_of(const std::string& s) {
-  Frame f(s.size());
-  std::memcpy(f.data(), s.data(), s.size());
-  return f;
-}
-
-std::string text_of(const Frame& f) {
-  return std::string(reinterpret_cast<const char*>(f.data()), f.size());
-}
 
 bool segment_exists(int shmid) {
   shmid_ds ds{};
@@ -207,8 +199,7 @@ BOOST_DATA_TEST_CASE(doorbell_gets_through_when_the_rt_queue_is_full, bdata::mak
       },
       child);
   BOOST_TEST(result == "");
-  const auto left = leftovers(rt, {::getpid(), child});
-  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+  check_no_leftovers(rt, {::getpid(), child});
 }
 
 // A server killed with SIGKILL while a client was half-way through its handshake leaves the
@@ -264,8 +255,7 @@ BOOST_AUTO_TEST_CASE(a_killed_servers_segments_are_reclaimed_by_cleanup) {
   // Run again, there is nothing more to do.
   BOOST_TEST(sig::cleanup({dir.path(), stale->pid, stale->objects}).empty());
   dir.remove();
-  const auto left = leftovers(rt, {::getpid(), server.pid()});
-  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+  check_no_leftovers(rt, {::getpid(), server.pid()});
 }
 
 // The same through the binaries: a chatd killed with SIGKILL, and a new chatd on the instance
@@ -284,10 +274,7 @@ BOOST_AUTO_TEST_CASE(a_restarting_chatd_reclaims_a_killed_ones_segments) {
   BOOST_REQUIRE(second->wait_err_contains("serving instance", 5s));
   BOOST_TEST(second->err().find("SysV shm segment " + std::to_string(ctl_id)) != std::string::npos);
   BOOST_TEST(!segment_exists(ctl_id));
-  second->kill(SIGTERM);
-  BOOST_TEST(second->exit_code(5s) == 0);
-  const auto left = leftovers(rt, {::getpid(), first->pid(), second->pid()});
-  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+  stop_and_check_clean(*second, rt, {::getpid(), first->pid()}, 5s);
 }
 
 // A segment that already has the ftok key — planted, or another instance's after an ftok
@@ -330,8 +317,7 @@ BOOST_DATA_TEST_CASE(a_segment_already_holding_the_key_is_refused, bdata::make({
 
   BOOST_REQUIRE(::shmctl(planted, IPC_RMID, nullptr) == 0);  // ours: we planted it
   dir.remove();
-  const auto left = leftovers(rt, {::getpid()});
-  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+  check_no_leftovers(rt, {::getpid()});
 }
 
 // A client maps only private segments of ours of the expected size: the segment name comes
@@ -365,8 +351,7 @@ BOOST_AUTO_TEST_CASE(open_refuses_segments_that_are_not_private_and_ours) {
   }
   for (int id : made) BOOST_REQUIRE(::shmctl(id, IPC_RMID, nullptr) == 0);
   dir.remove();
-  const auto left = leftovers(rt, {::getpid()});
-  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+  check_no_leftovers(rt, {::getpid()});
 }
 
 // Wakers send to the tid in shared memory, which anyone can overwrite: it must only ever
@@ -389,8 +374,7 @@ BOOST_AUTO_TEST_CASE(a_scribbled_sleeper_tid_never_signals_another_process) {
   drain_doorbells();
   bystander.kill(SIGKILL);
   bystander.wait(5s);
-  const auto left = leftovers(rt, {::getpid()});
-  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+  check_no_leftovers(rt, {::getpid()});
 }
 
 // A doorbell wakes exactly the thread that attached, promptly, and a sleep without one lasts
@@ -421,8 +405,7 @@ BOOST_AUTO_TEST_CASE(doorbell_wakes_the_attached_thread) {
   waker->attach_sleeper(area);
   waker->sleep(area, deadline_after(100ms));
   BOOST_TEST((Clock::now() - start >= 100ms));
-  const auto left = leftovers(rt, {::getpid()});
-  BOOST_CHECK_MESSAGE(left.empty(), "left behind: " << (left.empty() ? "" : left.front()));
+  check_no_leftovers(rt, {::getpid()});
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -3,9 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/inotify.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,15 +12,17 @@
 #include <atomic>
 #include <cstring>
 #include <mutex>
-#include <stdexcept>
 #include <system_error>
 #include <unordered_map>
 
 #include "common/error.hpp"
+#include "common/event_fd.hpp"
 #include "common/log.hpp"
 #include "transport/fifo/named_fifo.hpp"
 #include "transport/fifo/wire.hpp"
+#include "transport/names.hpp"
 #include "transport/pid_watch.hpp"
+#include "transport/warn_limiter.hpp"
 
 namespace chat::transport::fifo {
 namespace {
@@ -39,9 +39,6 @@ constexpr auto kHandshakeTimeout = 5s;  // a hello whose client never gets ready
 // ends: a burst of clients is served in turn, not dropped.
 constexpr std::size_t kMaxPendingHellos = 64;
 constexpr std::size_t kReadChunk = 64 << 10;  // bytes read per pipe per poll(), for fairness
-// How long a client that saw end-of-file waits for the server's pidfd to tell a death from a
-// close: a dying process closes its files a moment before its pidfd turns ready.
-constexpr int kDeathSettleMs = 200;
 constexpr std::uint64_t kHelloKey = 0;
 constexpr std::uint64_t kWakeKey = 1;
 constexpr ClientId kFirstClientId = 1;  // epoll keys of clients are then >= 4
@@ -49,33 +46,6 @@ constexpr ClientId kFirstClientId = 1;  // epoll keys of clients are then >= 4
 enum Slot : std::uint64_t { kUpSlot = 0, kDownSlot = 1, kPidSlot = 2 };
 std::uint64_t key_of(ClientId id, Slot slot) {
   return (id << 2) | slot;
-}
-
-void check_frame_size(std::size_t size) {
-  if (size == 0 || size > kMaxFrameBytes) {
-    throw std::length_error("fifo: a frame of " + std::to_string(size) + " bytes (allowed 1.." +
-                            std::to_string(kMaxFrameBytes) + ")");
-  }
-}
-
-std::uint64_t random_nonce() {
-  std::uint64_t v = 0;
-  while (v == 0) {
-    if (retry_eintr([&] { return ::getrandom(&v, sizeof v, 0); }) != sizeof v) {
-      throw_system_error("getrandom", "nonce");
-    }
-  }
-  return v;
-}
-
-void drain_eventfd(int fd) {
-  std::uint64_t count;
-  [[maybe_unused]] ssize_t r = ::read(fd, &count, sizeof count);
-}
-
-void signal_eventfd(int fd) {
-  const std::uint64_t one = 1;
-  [[maybe_unused]] ssize_t r = ::write(fd, &one, sizeof one);
 }
 
 // Header and payload of one frame, laid out for a single write().
@@ -128,48 +98,17 @@ class FrameReader {
   std::size_t begin_ = 0;
 };
 
-// Warnings about bad input, at most kBurst per second: garbage must not flood the log either.
-class WarnLimiter {
- public:
-  explicit WarnLimiter(const Logger* logger) : logger_(logger) {}
-  void operator()(const std::string& message) {
-    if (logger_ == nullptr) return;
-    const auto now = Clock::now();
-    if (now - window_ >= 1s) {
-      if (suppressed_ > 0) {
-        logger_->warn("fifo: " + std::to_string(suppressed_) + " similar warnings suppressed");
-      }
-      window_ = now;
-      count_ = 0;
-      suppressed_ = 0;
-    }
-    if (count_++ < kBurst) {
-      logger_->warn("fifo: " + message);
-    } else {
-      ++suppressed_;
-    }
-  }
-
- private:
-  static constexpr int kBurst = 20;
-  const Logger* logger_;
-  Clock::time_point window_{};
-  int count_ = 0;
-  int suppressed_ = 0;
-};
-
 class Server final : public ServerEndpoint {
  public:
   explicit Server(const ListenOptions& o)
       : logger_(o.logger),
-        warn_(o.logger),
+        warn_(o.logger, "fifo"),
         dir_(o.dir),
         max_connections_(std::max<std::size_t>(o.max_clients * 2, o.max_clients + 64)),
         epoll_(::epoll_create1(EPOLL_CLOEXEC)),
-        wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+        wake_fd_(make_eventfd("fifo server")),
         io_buffer_(kReadChunk) {
     if (!epoll_) throw_system_error("epoll_create1", "fifo server");
-    if (!wake_fd_) throw_system_error("eventfd", "fifo server");
     const fs::path path = dir_ / wire::kHelloFifo;
     hello_node_ = OwnedFifo::create(path);
     int err = 0;
@@ -663,10 +602,9 @@ class Server final : public ServerEndpoint {
 class Client final : public ClientConnection {
  public:
   explicit Client(const ConnectOptions& o)
-      : wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      : wake_fd_(make_eventfd("fifo client")),
         server_pidfd_(open_pidfd(o.server_pid)),
         io_buffer_(kReadChunk) {
-    if (!wake_fd_) throw_system_error("eventfd", "fifo client");
     if (!server_pidfd_) {
       throw ConnectError(
           ConnectError::Kind::kNoServer,
@@ -687,7 +625,7 @@ class Client final : public ClientConnection {
     UniqueFd names(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
     if (names && ::inotify_add_watch(names.get(), o.dir.c_str(), IN_MOVED_TO) < 0) names.reset();
     const pid_t pid = ::getpid();
-    const std::uint64_t nonce = random_nonce();
+    const std::uint64_t nonce = random_nonce("nonce");
     const wire::HelloRecord record = wire::make_hello(pid, nonce);
     if (!write_whole(hello.get(), &record, sizeof record, o.deadline)) {
       throw ConnectError(
@@ -811,12 +749,9 @@ class Client final : public ClientConnection {
   }
 
   bool server_alive() override {
-    if (server_dead_) return false;
-    // A dying process closes its files a moment before its pidfd turns ready: once the
-    // connection has ended, give the pidfd that moment before answering. Only asked when the
-    // connection is lost, so a normal goodbye costs no wait.
-    pollfd p{server_pidfd_.get(), POLLIN, 0};
-    if (retry_eintr([&] { return ::poll(&p, 1, ended_ ? kDeathSettleMs : 0); }) > 0) {
+    // Once the connection has ended, give the pidfd kDeathSettle to tell a death from a close.
+    // Only asked when the connection is lost, so a normal goodbye costs no wait.
+    if (!server_dead_ && pidfd_exited(server_pidfd_.get(), ended_ ? kDeathSettle : 0ms)) {
       server_dead_ = true;
     }
     return !server_dead_;

@@ -11,6 +11,7 @@
 #include "common/error.hpp"
 #include "common/unique_fd.hpp"
 #include "transport/shm/engine.hpp"
+#include "transport/shm/mapped_segment.hpp"
 
 namespace chat::transport::mmap {
 namespace bip = boost::interprocess;
@@ -25,19 +26,6 @@ constexpr std::string_view kPrefix = "mmap.";
 // keeps them from ending later sleeps early. Bounded so a peer posting in a loop cannot hold
 // us here; past the bound we pause a little instead of spinning on its posts.
 constexpr int kMaxDrain = 64;
-
-class MappedFile final : public shm::Segment {
- public:
-  MappedFile(std::string name, bip::mapped_region region)
-      : name_(std::move(name)), region_(std::move(region)) {}
-  std::byte* data() override { return static_cast<std::byte*>(region_.get_address()); }
-  std::size_t size() const override { return region_.get_size(); }
-  const std::string& name() const override { return name_; }
-
- private:
-  std::string name_;
-  bip::mapped_region region_;
-};
 
 // Names come from shared memory a client can scribble on: only "mmap.<no slash>" is ours.
 bool valid_name(std::string_view name) {
@@ -113,8 +101,8 @@ class FileSource final : public shm::MemorySource {
       if (got.st_dev != want.st_dev || got.st_ino != want.st_ino) {
         throw_system_error("open", path.string() + " was replaced while being opened", EACCES);
       }
-      return std::make_unique<MappedFile>(name,
-                                          bip::mapped_region(file, bip::read_write, 0, bytes));
+      return std::make_unique<shm::MappedSegment>(
+          name, bip::mapped_region(file, bip::read_write, 0, bytes));
     } catch (const bip::interprocess_exception& e) {
       const int err = e.get_native_error();
       throw_system_error("mmap", path.string(), err != 0 ? err : EIO);

@@ -16,10 +16,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,17 +28,19 @@
 #include <deque>
 #include <map>
 #include <mutex>
-#include <stdexcept>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "common/error.hpp"
+#include "common/event_fd.hpp"
 #include "common/instance.hpp"
 #include "common/log.hpp"
 #include "transport/msgq/sysv_queue.hpp"
 #include "transport/msgq/wire.hpp"
+#include "transport/names.hpp"
 #include "transport/pid_watch.hpp"
+#include "transport/warn_limiter.hpp"
 
 namespace chat::transport::msgq {
 namespace {
@@ -75,33 +75,6 @@ constexpr std::size_t kClientBufferLimit = 64 << 10;
 constexpr std::size_t kRecordCompactLines = 4096;
 constexpr ClientId kFirstClientId = 1;
 
-void check_frame_size(std::size_t size) {
-  if (size == 0 || size > kMaxFrameBytes) {
-    throw std::length_error("msgq: a frame of " + std::to_string(size) + " bytes (allowed 1.." +
-                            std::to_string(kMaxFrameBytes) + ")");
-  }
-}
-
-std::uint64_t random_u64() {
-  std::uint64_t v = 0;
-  while (v == 0) {
-    if (retry_eintr([&] { return ::getrandom(&v, sizeof v, 0); }) != sizeof v) {
-      throw_system_error("getrandom", "msgq");
-    }
-  }
-  return v;
-}
-
-void drain_eventfd(int fd) {
-  std::uint64_t count;
-  [[maybe_unused]] ssize_t r = ::read(fd, &count, sizeof count);
-}
-
-void signal_eventfd(int fd) {
-  const std::uint64_t one = 1;
-  [[maybe_unused]] ssize_t r = ::write(fd, &one, sizeof one);
-}
-
 // msgsnd without waiting: 0, or the errno (EAGAIN: the queue is full).
 template <typename Body>
 int send_message(int queue, long mtype, const Body& body, std::span<const std::byte> payload = {}) {
@@ -131,36 +104,6 @@ int poll_until(pollfd* fds, nfds_t n, Deadline deadline) {
   });
 }
 
-// Warnings about bad input, at most kBurst per second: garbage must not flood the log either.
-class WarnLimiter {
- public:
-  explicit WarnLimiter(const Logger* logger) : logger_(logger) {}
-  void operator()(const std::string& message) {
-    if (logger_ == nullptr) return;
-    const auto now = Clock::now();
-    if (now - window_ >= 1s) {
-      if (suppressed_ > 0) {
-        logger_->warn("msgq: " + std::to_string(suppressed_) + " similar warnings suppressed");
-      }
-      window_ = now;
-      count_ = 0;
-      suppressed_ = 0;
-    }
-    if (count_++ < kBurst) {
-      logger_->warn("msgq: " + message);
-    } else {
-      ++suppressed_;
-    }
-  }
-
- private:
-  static constexpr int kBurst = 20;
-  const Logger* logger_;
-  Clock::time_point window_{};
-  int count_ = 0;
-  int suppressed_ = 0;
-};
-
 // A file this process created; unlinked on destruction. Move-only.
 class OwnedFile {
  public:
@@ -188,13 +131,12 @@ class Server final : public ServerEndpoint {
  public:
   explicit Server(const ListenOptions& o)
       : logger_(o.logger),
-        warn_(o.logger),
+        warn_(o.logger, "msgq"),
         max_connections_(std::max<std::size_t>(o.max_clients * 2, o.max_clients + 64)),
-        notify_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+        notify_fd_(make_eventfd("msgq server")),
         key_file_(o.dir / kKeyFile),
         record_(QueueRecord::create(o.dir / kRecordFile)),
-        secret_(random_u64()) {
-    if (!notify_fd_) throw_system_error("eventfd", "msgq server");
+        secret_(random_nonce("msgq")) {
     for (const int project : kProjectIds) {
       const key_t key = ::ftok(key_file_.path().c_str(), project);
       if (key == -1) throw_system_error("ftok", key_file_.path().string());
@@ -547,7 +489,7 @@ class Server final : public ServerEndpoint {
       auto c = std::make_shared<Conn>();
       c->id = next_id_++;
       c->pid = h.pid;
-      c->token = random_u64();
+      c->token = random_nonce("msgq");
       c->queue = OwnedQueue::create(wire::client_key(h.nonce),
                                     "client queue of pid " + std::to_string(h.pid));
       record(c->queue);  // before anybody can learn of it
@@ -740,11 +682,10 @@ class Server final : public ServerEndpoint {
 class Client final : public ClientConnection {
  public:
   explicit Client(const ConnectOptions& o)
-      : wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
-        data_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      : wake_fd_(make_eventfd("msgq client")),
+        data_fd_(make_eventfd("msgq client")),
         server_pidfd_(open_pidfd(o.server_pid)),
-        nonce_(random_u64()) {
-    if (!wake_fd_ || !data_fd_) throw_system_error("eventfd", "msgq client");
+        nonce_(random_nonce("msgq")) {
     if (!server_pidfd_) {
       throw ConnectError(
           ConnectError::Kind::kNoServer,

@@ -8,23 +8,11 @@
 
 #include "common/error.hpp"
 #include "transport/names.hpp"
+#include "transport/shm/mapped_segment.hpp"
 
 namespace chat::transport::shm {
 namespace bip = boost::interprocess;
 namespace {
-
-class PosixSegment final : public Segment {
- public:
-  PosixSegment(std::string name, bip::mapped_region region)
-      : name_(std::move(name)), region_(std::move(region)) {}
-  std::byte* data() override { return static_cast<std::byte*>(region_.get_address()); }
-  std::size_t size() const override { return region_.get_size(); }
-  const std::string& name() const override { return name_; }
-
- private:
-  std::string name_;
-  bip::mapped_region region_;
-};
 
 [[noreturn]] void rethrow(const bip::interprocess_exception& e, const char* call,
                           const std::string& name) {
@@ -42,7 +30,7 @@ class PosixShmSource final : public MemorySource {
       bip::shared_memory_object shm(bip::create_only, name.c_str(), bip::read_write,
                                     bip::permissions(0600));
       shm.truncate(static_cast<bip::offset_t>(bytes));
-      return std::make_unique<PosixSegment>(name, bip::mapped_region(shm, bip::read_write));
+      return std::make_unique<MappedSegment>(name, bip::mapped_region(shm, bip::read_write));
     } catch (const bip::interprocess_exception& e) {
       rethrow(e, "shm_open(O_CREAT|O_EXCL)", name);
     }
@@ -60,7 +48,7 @@ class PosixShmSource final : public MemorySource {
         throw std::runtime_error("/dev/shm/" + name +
                                  " is not a private segment of the expected size");
       }
-      return std::make_unique<PosixSegment>(name, bip::mapped_region(shm, bip::read_write));
+      return std::make_unique<MappedSegment>(name, bip::mapped_region(shm, bip::read_write));
     } catch (const bip::interprocess_exception& e) {
       rethrow(e, "shm_open", name);
     }

@@ -2,7 +2,6 @@
 
 #include <poll.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -13,11 +12,14 @@
 #include <unordered_map>
 
 #include "common/error.hpp"
+#include "common/event_fd.hpp"
 #include "common/log.hpp"
 #include "transport/pid_watch.hpp"
 
 namespace chat::transport::uds {
 namespace {
+
+using namespace std::chrono_literals;
 
 constexpr char kSocketName[] = "uds.sock";
 // The kernel doubles this; the socket then holds well under kMaxTransportBufferBytes.
@@ -61,10 +63,9 @@ class Server final : public ServerEndpoint {
       : logger_(o.logger),
         path_(o.dir / kSocketName),
         epoll_(::epoll_create1(EPOLL_CLOEXEC)),
-        wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+        wake_fd_(make_eventfd("uds server")),
         max_clients_(o.max_clients) {
     if (!epoll_) throw_system_error("epoll_create1", "uds server");
-    if (!wake_fd_) throw_system_error("eventfd", "uds server");
     listen_fd_.reset(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!listen_fd_) throw_system_error("socket", path_.string());
     const sockaddr_un addr = address_of(path_);
@@ -102,8 +103,7 @@ class Server final : public ServerEndpoint {
       if (key == kListenKey) {
         accept_all(events);
       } else if (key == kWakeKey) {
-        std::uint64_t count;
-        [[maybe_unused]] ssize_t r = ::read(wake_fd_.get(), &count, sizeof count);
+        drain_eventfd(wake_fd_.get());
       } else {
         serve(key, ready[i].events, events);
       }
@@ -145,10 +145,7 @@ class Server final : public ServerEndpoint {
     wake();
   }
 
-  void wake() override {
-    const std::uint64_t one = 1;
-    [[maybe_unused]] ssize_t r = ::write(wake_fd_.get(), &one, sizeof one);
-  }
+  void wake() override { signal_eventfd(wake_fd_.get()); }
 
   nlohmann::json objects() const override { return {{"socket", path_.string()}}; }
 
@@ -297,10 +294,9 @@ class Client final : public ClientConnection {
  public:
   explicit Client(const ConnectOptions& o)
       : fd_(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)),
-        wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+        wake_fd_(make_eventfd("uds client")),
         server_pidfd_(open_pidfd(o.server_pid)) {
     if (!fd_) throw_system_error("socket", "uds client");
-    if (!wake_fd_) throw_system_error("eventfd", "uds client");
     if (!server_pidfd_)
       throw ConnectError(ConnectError::Kind::kNoServer, "the server process has exited");
     const auto path = o.dir / kSocketName;
@@ -352,8 +348,7 @@ class Client final : public ClientConnection {
       const int r = retry_eintr([&] { return ::poll(p, 3, poll_timeout_ms(deadline)); });
       if (r == 0) return ReceiveResult::kTimeout;
       if (p[1].revents) {
-        std::uint64_t count;
-        [[maybe_unused]] ssize_t x = ::read(wake_fd_.get(), &count, sizeof count);
+        drain_eventfd(wake_fd_.get());
         return ReceiveResult::kTimeout;
       }
       if (p[2].revents && !(p[0].revents & POLLIN)) {
@@ -364,18 +359,14 @@ class Client final : public ClientConnection {
   }
 
   bool server_alive() override {
-    if (server_dead_) return false;
-    // A dying server's sockets close a moment before its pidfd reports the exit: once the
-    // connection has closed, give the pidfd that moment before answering.
-    pollfd p{server_pidfd_.get(), POLLIN, 0};
-    if (retry_eintr([&] { return ::poll(&p, 1, closed_ ? 200 : 0); }) > 0) server_dead_ = true;
+    // Once the connection has closed, give the pidfd kDeathSettle to tell a death from a close.
+    if (!server_dead_ && pidfd_exited(server_pidfd_.get(), closed_ ? kDeathSettle : 0ms)) {
+      server_dead_ = true;
+    }
     return !server_dead_;
   }
 
-  void wake() override {
-    const std::uint64_t one = 1;
-    [[maybe_unused]] ssize_t r = ::write(wake_fd_.get(), &one, sizeof one);
-  }
+  void wake() override { signal_eventfd(wake_fd_.get()); }
 
  private:
   UniqueFd fd_;
