@@ -5,8 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <thread>
 
 #include "common/error.hpp"
 #include "common/validate.hpp"
@@ -89,6 +91,25 @@ UniqueFd open_private_file(const fs::path& path, int flags, mode_t mode) {
   return fd;
 }
 
+namespace {
+
+// The exclusive lock a server holds for its lifetime. find_live_instance() takes a shared
+// lock for a moment to probe it, so one refusal is not proof of a server: only a lock still
+// held after kProbeGrace is. (Without the grace, a client probing while chatd starts made
+// chatd exit "already served".)
+bool try_lock_exclusive(int fd, const fs::path& path) {
+  constexpr auto kProbeGrace = std::chrono::milliseconds(200);
+  const auto end = std::chrono::steady_clock::now() + kProbeGrace;
+  for (;;) {
+    if (retry_eintr([&] { return ::flock(fd, LOCK_EX | LOCK_NB); }) == 0) return true;
+    if (errno != EWOULDBLOCK) throw_system_error("flock", path.string());
+    if (std::chrono::steady_clock::now() >= end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+}  // namespace
+
 InstanceDir InstanceDir::acquire(const fs::path& base, const std::string& instance) {
   if (!is_valid_name(instance)) {
     throw UsageError("--instance: '" + instance +
@@ -99,8 +120,7 @@ InstanceDir InstanceDir::acquire(const fs::path& base, const std::string& instan
   make_private_dir(dir);
   UniqueFd lock = open_private_file(dir / kLockFile, O_RDWR | O_CREAT);
   if (::fchmod(lock.get(), 0600) != 0) throw_system_error("fchmod", (dir / kLockFile).string());
-  if (retry_eintr([&] { return ::flock(lock.get(), LOCK_EX | LOCK_NB); }) != 0) {
-    if (errno != EWOULDBLOCK) throw_system_error("flock", (dir / kLockFile).string());
+  if (!try_lock_exclusive(lock.get(), dir / kLockFile)) {
     pid_t pid = 0;
     try {
       std::ifstream in(dir / kInfoFile);

@@ -8,10 +8,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/test/unit_test.hpp>
 #include <cstdlib>
 #include <fstream>
 #include <optional>
+#include <thread>
 
 #include "common/error.hpp"
 #include "tests/support/support.hpp"
@@ -233,6 +235,34 @@ BOOST_AUTO_TEST_CASE(acquire_from_another_process_is_busy) {
                d.remove();
                return 0;
              }) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(probing_for_a_server_never_makes_a_starting_one_busy) {
+  // Clients and `chatd --status` probe the lock with a brief shared flock while a server may be
+  // starting; the server must not mistake a probe for another server.
+  TempRuntime rt;
+  std::atomic<bool> stop{false};
+  std::thread prober([&] {
+    while (!stop.load()) {
+      try {
+        (void)find_live_instance(rt.base(), rt.instance());
+      } catch (const std::exception&) {
+        // the dir comes and goes under it
+      }
+    }
+  });
+  int busy = 0;
+  for (int i = 0; i < 300; ++i) {
+    try {
+      auto dir = InstanceDir::acquire(rt.base(), rt.instance());
+      dir.remove();
+    } catch (const InstanceBusy&) {
+      ++busy;
+    }
+  }
+  stop = true;
+  prober.join();
+  BOOST_TEST(busy == 0);
 }
 
 BOOST_AUTO_TEST_CASE(live_server_in_another_process_is_busy_and_found) {
