@@ -213,8 +213,11 @@ ChatStats ChatServer::stats() const {
       c.queued_frames = s->out.queue.size();
       c.queued_bytes = s->out.bytes;
       c.blocked = s->out.blocked;
+      // Under the outbox lock, like every send and close for the client.
+      if (!s->out.closed) c.transport_bytes = link_.buffered(id);
     }
     st.queued_bytes += c.queued_bytes;
+    st.transport_bytes += c.transport_bytes;
     st.client_list.push_back(std::move(c));
   }
   std::sort(st.client_list.begin(), st.client_list.end(),

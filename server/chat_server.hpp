@@ -45,6 +45,8 @@ class Link {
   }
   // Ends the connection; no frame is sent to `id` afterwards.
   virtual void close(ClientId id) = 0;
+  // Bytes sent to `id` that the client has not taken yet (ServerEndpoint::buffered).
+  virtual std::size_t buffered(ClientId id) = 0;
 };
 
 struct ChatOptions {
@@ -65,9 +67,10 @@ struct ClientStats {
   pid_t pid = 0;
   std::string nick;  // empty until its hello is accepted
   std::vector<std::string> rooms;
-  std::size_t queued_frames = 0;  // the backlog the server keeps for it...
-  std::size_t queued_bytes = 0;   // ...which evicts it past client_queue_bytes
-  bool blocked = false;           // its transport buffers are full
+  std::size_t queued_frames = 0;    // the backlog the server keeps for it...
+  std::size_t queued_bytes = 0;     // ...which evicts it past client_queue_bytes
+  bool blocked = false;             // its transport buffers are full
+  std::size_t transport_bytes = 0;  // sent and still in the transport, not yet read
 };
 
 struct ChatStats {
@@ -76,6 +79,7 @@ struct ChatStats {
   std::uint64_t messages = 0;
   std::uint64_t evictions = 0;
   std::size_t queued_bytes = 0;          // sum of all client backlogs
+  std::size_t transport_bytes = 0;       // sum over clients
   std::vector<RoomStats> room_list;      // by folded name
   std::vector<ClientStats> client_list;  // every connection, by id
 };

@@ -39,6 +39,7 @@ class EndpointLink final : public Link {
     return endpoint_.send_batch(id, frames, stopped);
   }
   void close(ClientId id) override { endpoint_.close(id); }
+  std::size_t buffered(ClientId id) override { return endpoint_.buffered(id); }
 
  private:
   transport::ServerEndpoint& endpoint_;

@@ -134,7 +134,8 @@ json status_document(const DaemonFacts& f, const ChatStats& st) {
                        {"rooms", c.rooms},
                        {"queued_frames", c.queued_frames},
                        {"queued_bytes", c.queued_bytes},
-                       {"blocked", c.blocked}});
+                       {"blocked", c.blocked},
+                       {"transport_bytes", c.transport_bytes}});
   }
   const double uptime = std::chrono::duration<double>(Clock::now() - f.started).count();
   return {{"instance", f.instance},
@@ -151,6 +152,7 @@ json status_document(const DaemonFacts& f, const ChatStats& st) {
           {"messages", st.messages},
           {"evictions", st.evictions},
           {"queued_bytes", st.queued_bytes},
+          {"transport_bytes", st.transport_bytes},
           {"room_list", rooms},
           {"client_list", clients}};
 }
@@ -164,8 +166,9 @@ std::string format_status(const json& s) {
       << number(s, "rooms") << ", messages " << number(s, "messages") << ", evictions "
       << number(s, "evictions") << "\n"
       << "queued for clients " << bytes(number(s, "queued_bytes")) << " (evicted past "
-      << bytes(number(s, "client_queue_bytes")) << " each), " << number(s, "workers")
-      << " workers, " << number(s, "pending_tasks") << " tasks waiting\n";
+      << bytes(number(s, "client_queue_bytes")) << " each), " << bytes(number(s, "transport_bytes"))
+      << " in transport buffers\n"
+      << number(s, "workers") << " workers, " << number(s, "pending_tasks") << " tasks waiting\n";
   const json rooms = s.value("room_list", json::array());
   if (!rooms.empty()) {
     std::vector<std::vector<std::string>> rows = {{"ROOM", "MEMBERS", "SEQ", "HISTORY"}};
@@ -178,15 +181,15 @@ std::string format_status(const json& s) {
   const json clients = s.value("client_list", json::array());
   if (!clients.empty()) {
     std::vector<std::vector<std::string>> rows = {
-        {"ID", "PID", "NICK", "QUEUED", "FRAMES", "BLOCKED", "ROOMS"}};
+        {"ID", "PID", "NICK", "IN TRANSPORT", "QUEUED", "FRAMES", "BLOCKED", "ROOMS"}};
     for (const auto& c : clients) {
       std::string in;
       for (const auto& r : c.value("rooms", json::array()))
         in += (in.empty() ? "" : ",") + r.get<std::string>();
       const std::string nick = c.value("nick", "");
       rows.push_back({std::to_string(number(c, "id")), std::to_string(number(c, "pid")),
-                      nick.empty() ? "(hello pending)" : nick, bytes(number(c, "queued_bytes")),
-                      std::to_string(number(c, "queued_frames")),
+                      nick.empty() ? "(hello pending)" : nick, bytes(number(c, "transport_bytes")),
+                      bytes(number(c, "queued_bytes")), std::to_string(number(c, "queued_frames")),
                       c.value("blocked", false) ? "yes" : "no", in.empty() ? "-" : in});
     }
     out << "\n" << table(rows);

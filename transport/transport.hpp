@@ -110,6 +110,12 @@ class ServerEndpoint {
   // Makes a poll() in progress return soon.
   virtual void wake() = 0;
 
+  // Bytes sent to `client` that still sit in the transport (its ring, pipe, socket or queue)
+  // because the client has not taken them yet; 0 for a client that is gone. Frames refused
+  // with kFull are not counted: they are still the caller's. `uds` reports the kernel's buffer
+  // memory for them, bookkeeping included. Same threading rule as send().
+  virtual std::size_t buffered(ClientId client) = 0;
+
   // The names of every IPC object this endpoint created, for instance.json and --cleanup.
   virtual nlohmann::json objects() const = 0;
 };

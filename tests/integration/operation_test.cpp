@@ -181,6 +181,9 @@ BOOST_DATA_TEST_CASE(status_shows_the_backlog_of_a_stopped_client, bdata::make(a
   BOOST_TEST(b->value("queued_bytes", 0) > 0, held.dump());
   BOOST_TEST(b->value("queued_frames", 0) > 0);
   BOOST_TEST(b->value("blocked", false));
+  // The transport's own buffers toward bob are full: at least one maximal frame waits there.
+  BOOST_TEST(b->value("transport_bytes", 0) >= 3900, held.dump());
+  BOOST_TEST(held.value("transport_bytes", 0) >= b->value("transport_bytes", 0));
   BOOST_TEST(held.value("queued_bytes", 0) >= b->value("queued_bytes", 0));
   BOOST_TEST(client_named(held, "alice")->value("queued_bytes", -1) == 0);
 
@@ -188,6 +191,7 @@ BOOST_DATA_TEST_CASE(status_shows_the_backlog_of_a_stopped_client, bdata::make(a
   BOOST_REQUIRE(wait_events(*bob, "message", 120, 20s));
   const json drained = status_of(rt);
   BOOST_TEST(client_named(drained, "bob")->value("queued_bytes", -1) == 0, drained.dump());
+  BOOST_TEST(client_named(drained, "bob")->value("transport_bytes", -1) == 0, drained.dump());
   alice->close_stdin();
   bob->close_stdin();
   BOOST_TEST(alice->exit_code(10s) == 0);

@@ -56,6 +56,8 @@ class RecordingLink final : public Link {
     c.closed = true;
   }
 
+  std::size_t buffered(ClientId) override { return 0; }  // what it records counts as read
+
   // From now on, send() to `id` accepts `frames` more frames, then returns kFull (-1: no limit).
   void allow(ClientId id, long frames) {
     std::lock_guard lock(mutex_);

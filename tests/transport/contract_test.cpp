@@ -178,12 +178,18 @@ BOOST_DATA_TEST_CASE(full_buffers_report_full_then_writable, bdata::make(all_bac
     BOOST_REQUIRE_MESSAGE(bytes <= kMaxTransportBufferBytes, "buffers hold more than 256 KiB");
   }
   BOOST_TEST(sent > 0u);
+  // Full buffers hold at least a frame that refused one more; uds counts kernel bookkeeping.
+  const std::size_t held = server.ep().buffered(c->client);
+  BOOST_TEST(held >= 4000u);
+  BOOST_TEST(held <= 2 * kMaxTransportBufferBytes);
   for (std::size_t i = 0; i < sent; ++i) {
     BOOST_REQUIRE((receive_one(*client) == patterned(static_cast<std::uint32_t>(i), 4000)));
   }
   const auto w = server.next(
       [&](const ServerEvent& e) { return e.kind == Kind::kWritable && e.client == c->client; });
   BOOST_REQUIRE_MESSAGE(w, "no kWritable after the client drained its buffers");
+  BOOST_TEST(server.ep().buffered(c->client) == 0u);      // all taken
+  BOOST_TEST(server.ep().buffered(c->client + 1) == 0u);  // no such client
   BOOST_TEST((server.ep().send(c->client, frame_of("more")) == SendResult::kSent));
   BOOST_TEST(text_of(receive_one(*client)) == "more");
   server.ep().close(c->client);

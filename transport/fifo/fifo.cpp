@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/inotify.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -211,6 +212,16 @@ class Server final : public ServerEndpoint {
     // Closing our writing end is what the client sees as end-of-file, after the frames
     // already in the pipe.
     release(*c);
+  }
+
+  std::size_t buffered(ClientId id) override {
+    const std::shared_ptr<Conn> c = find(id);
+    if (!c) return 0;
+    std::lock_guard lock(c->mutex);
+    if (c->closed || !c->down) return 0;
+    int bytes = 0;  // FIONREAD counts what is in the pipe from either end
+    if (::ioctl(c->down.get(), FIONREAD, &bytes) != 0) bytes = 0;
+    return static_cast<std::size_t>(bytes) + c->tail.size();
   }
 
   void wake() override { signal_eventfd(wake_fd_.get()); }

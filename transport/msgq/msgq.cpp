@@ -259,6 +259,18 @@ class Server final : public ServerEndpoint {
 
   void wake() override { signal_eventfd(notify_fd_.get()); }
 
+  std::size_t buffered(ClientId id) override {
+    int queue;
+    {
+      std::lock_guard lock(mutex_);
+      const auto it = connections_.find(id);
+      if (it == connections_.end() || !it->second->connected) return 0;
+      queue = it->second->queue.id();
+    }
+    msqid_ds ds{};
+    return stat_queue(queue, ds) ? static_cast<std::size_t>(ds.msg_cbytes) : 0;
+  }
+
   nlohmann::json objects() const override {
     return {{"key_file", key_file_.path().string()},
             {"project", project_},

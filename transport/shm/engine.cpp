@@ -123,6 +123,11 @@ class Server final : public ServerEndpoint {
     if (s.state.compare_exchange_strong(expected, SlotState::kClosing)) wake();
   }
 
+  std::size_t buffered(ClientId id) override {
+    Slot* s = active_slot(id);
+    return s == nullptr ? 0 : s->down.pending();
+  }
+
   void wake() override {
     woken_.store(true, std::memory_order_release);
     notify(*server_waker_, ctl_->server_wake, ::getpid());

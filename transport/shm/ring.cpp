@@ -39,6 +39,12 @@ bool RingWriter::has_room(std::size_t bytes) const {
   return used <= capacity_ && capacity_ - used >= kFrameLengthBytes + bytes;
 }
 
+std::size_t RingWriter::pending() const {
+  const std::uint64_t used =
+      c_->tail.load(std::memory_order_acquire) - c_->head.load(std::memory_order_acquire);
+  return used <= capacity_ ? static_cast<std::size_t>(used) : capacity_;
+}
+
 RingStatus RingWriter::write(std::span<const std::byte> frame) {
   const std::uint64_t head = c_->head.load(std::memory_order_acquire);
   const std::uint64_t used = tail_ - head;

@@ -49,6 +49,9 @@ class RingWriter {
   RingStatus write(std::span<const std::byte> frame);
   // True if a frame of `bytes` would fit now.
   bool has_room(std::size_t bytes) const;
+  // Bytes published and not yet consumed, length prefixes included; at most the capacity
+  // (the consumer's position is the consumer's to corrupt). Any thread may ask.
+  std::size_t pending() const;
   // Announces that the producer waits for room and re-checks, closing the race with a
   // consumer that just made some: true if `bytes` fit now (then the flag is cleared again).
   bool wait_for_room(std::size_t bytes);

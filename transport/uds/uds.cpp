@@ -1,7 +1,9 @@
 #include "transport/uds/uds.hpp"
 
+#include <linux/sockios.h>
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -146,6 +148,15 @@ class Server final : public ServerEndpoint {
   }
 
   void wake() override { signal_eventfd(wake_fd_.get()); }
+
+  std::size_t buffered(ClientId id) override {
+    std::lock_guard lock(mutex_);
+    const auto it = clients_.find(id);
+    int bytes = 0;
+    // The memory of the frames the client has not read yet is charged to our socket.
+    if (it == clients_.end() || ::ioctl(it->second.fd.get(), SIOCOUTQ, &bytes) != 0) return 0;
+    return static_cast<std::size_t>(bytes);
+  }
 
   nlohmann::json objects() const override { return {{"socket", path_.string()}}; }
 
