@@ -30,7 +30,7 @@ std::vector<std::string> TempRuntime::args() const {
 }
 
 std::vector<std::string> TempRuntime::leftovers(const std::vector<std::string>& keep) const {
-  std::vector<std::string> found = transport::leftover_ipc_objects(dir(), pids_);
+  std::vector<std::string> found = transport::leftover_ipc_objects(dir(), pids_, created_);
   std::error_code ec;
   for (const auto& e : fs::recursive_directory_iterator(base_, ec)) {
     const std::string name = e.path().filename().string();

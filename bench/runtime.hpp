@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <ctime>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -42,6 +43,7 @@ class TempRuntime {
   std::filesystem::path base_;
   std::string instance_;
   std::vector<pid_t> pids_;
+  std::time_t created_ = std::time(nullptr) - 1;  // nothing older can be ours
 };
 
 }  // namespace chat::bench

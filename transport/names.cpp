@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -55,7 +56,7 @@ std::uint64_t random_nonce(std::string_view what) {
 }
 
 std::vector<std::string> leftover_ipc_objects(const std::filesystem::path& dir,
-                                              const std::vector<pid_t>& pids) {
+                                              const std::vector<pid_t>& pids, std::time_t since) {
   std::vector<std::string> found;
   std::error_code ec;
   const std::string tag = instance_tag(dir);
@@ -66,13 +67,18 @@ std::vector<std::string> leftover_ipc_objects(const std::filesystem::path& dir,
   const auto ours = [&](const std::string& pid) {
     return std::any_of(pids.begin(), pids.end(), [&](pid_t p) { return pid == std::to_string(p); });
   };
+  // Both tables have the time of the last change (creation, IPC_SET) in column 13.
+  constexpr std::size_t kCtime = 13;
+  const auto recent = [&](const std::vector<std::string>& row) {
+    return row.size() > kCtime && std::strtoll(row[kCtime].c_str(), nullptr, 10) >= since;
+  };
   // shm: key shmid perms size cpid lpid ...; msg: key msqid perms cbytes qnum lspid lrpid ...;
   // sem: key semid perms nsems uid gid cuid cgid otime ctime (no pids: not checked).
   for (const auto& row : sysv_rows("shm")) {
-    if (row.size() > 5 && (ours(row[4]) || ours(row[5]))) found.push_back("SysV shm id " + row[1]);
+    if (recent(row) && (ours(row[4]) || ours(row[5]))) found.push_back("SysV shm id " + row[1]);
   }
   for (const auto& row : sysv_rows("msg")) {
-    if (row.size() > 6 && (ours(row[5]) || ours(row[6]))) found.push_back("SysV msg id " + row[1]);
+    if (recent(row) && (ours(row[5]) || ours(row[6]))) found.push_back("SysV msg id " + row[1]);
   }
   return found;
 }

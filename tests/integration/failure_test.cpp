@@ -54,9 +54,10 @@ BOOST_DATA_TEST_CASE(stopped_reader_is_evicted_and_stalls_nobody, bdata::make(al
   auto carol = start_chat(rt, "carol");
   BOOST_REQUIRE(wait_events(*alice, "join", 3, 10s));
   carol->kill(SIGSTOP);
-  // Alice talks at the pace bob reads, in batches small enough that her own echoes never
-  // pile up past the 64 KiB limit (msgq buffers only 16 KiB), so only carol, who reads
-  // nothing, falls behind.
+  // Alice talks at the pace bob and she herself read, in batches small enough that her own
+  // echoes never pile up past the 64 KiB limit (msgq buffers only 16 KiB), so only carol, who
+  // reads nothing, falls behind. (Pacing on bob alone let a busy machine keep alice from
+  // reading her echoes long enough to be evicted.)
   constexpr int kMessages = 400, kBatch = 5;
   for (int k = 0; k < kMessages; k += kBatch) {
     std::string lines;
@@ -67,7 +68,12 @@ BOOST_DATA_TEST_CASE(stopped_reader_is_evicted_and_stalls_nobody, bdata::make(al
                           "a stopped reader stalled the others (bob got "
                               << count_events(bob->out(), "message") << ")\nchatd: " << chatd->err()
                               << "\nalice (exit " << alice->exit_code(0ms) << "): " << alice->err()
-                              << "\nbob: " << bob->err());
+                              << "\nbob: " << bob->err() << "\n"
+                              << diagnose(rt, {chatd->pid(), alice->pid(), bob->pid()}));
+    BOOST_REQUIRE_MESSAGE(wait_events(*alice, "message", k + kBatch, 20s),
+                          "alice stalled (she got " << count_events(alice->out(), "message")
+                                                    << ")\nchatd: " << chatd->err() << "\n"
+                                                    << diagnose(rt, {chatd->pid(), alice->pid()}));
   }
   // ...and carol is evicted once her backlog passes client_queue_bytes.
   BOOST_REQUIRE(wait_events(*alice, "part", 1, 10s));

@@ -3,7 +3,10 @@
 #include <signal.h>
 
 #include <boost/test/unit_test.hpp>
+#include <filesystem>
+#include <fstream>
 #include <map>
+#include <sstream>
 #include <stdexcept>
 
 namespace chat::test {
@@ -91,6 +94,39 @@ void stop_and_check_clean(Process& chatd, const TempRuntime& rt, std::vector<pid
                                                          << " ms after SIGTERM: " << chatd.err());
   pids.push_back(chatd.pid());
   check_no_leftovers(rt, pids);
+}
+
+namespace {
+
+std::string first_line_of(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+}  // namespace
+
+std::string diagnose(const TempRuntime& rt, const std::vector<pid_t>& pids) {
+  std::ostringstream out;
+  std::vector<std::string> argv = {binary("chatd").string(), "--status"};
+  for (auto& a : rt.args()) argv.push_back(a);
+  Process status(argv);
+  const int code = status.exit_code(5s);
+  out << "chatd --status (exit " << code << "):\n" << status.out() << status.err();
+  for (const pid_t pid : pids) {
+    const std::filesystem::path tasks = "/proc/" + std::to_string(pid) + "/task";
+    std::error_code ec;
+    for (const auto& t : std::filesystem::directory_iterator(tasks, ec)) {
+      // stat: "tid (comm) state ..."; wchan: the kernel function it sleeps in.
+      const std::string stat = first_line_of(t.path() / "stat");
+      const auto close = stat.rfind(')');
+      out << "pid " << pid << " thread " << t.path().filename().string() << ": "
+          << stat.substr(0, close == std::string::npos ? 0 : close + 3) << " "
+          << first_line_of(t.path() / "wchan") << "\n";
+    }
+  }
+  return out.str();
 }
 
 }  // namespace chat::test

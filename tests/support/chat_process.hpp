@@ -33,6 +33,10 @@ bool wait_events(Process& p, const std::string& event, std::size_t n,
 // one past the previous one it saw in that room; `who` names `p` in the failure message.
 void check_contiguous(const Process& p, const std::string& who);
 
+// For failure messages: what `chatd --status` says about the server on `rt`, and where each
+// thread of each of `pids` is blocked (/proc/PID/task/TID: state and wait channel).
+std::string diagnose(const TempRuntime& rt, const std::vector<pid_t>& pids);
+
 // Stops `chatd` with SIGTERM and checks that it exits 0 within `timeout`, and that nothing is
 // left of it or of `pids` (see check_no_leftovers()).
 void stop_and_check_clean(Process& chatd, const TempRuntime& rt, std::vector<pid_t> pids,

@@ -230,7 +230,7 @@ std::unique_ptr<Process> start_chatd(const TempRuntime& rt, const std::string& t
 }
 
 std::vector<std::string> leftovers(const TempRuntime& rt, const std::vector<pid_t>& pids) {
-  std::vector<std::string> found = transport::leftover_ipc_objects(rt.dir(), pids);
+  std::vector<std::string> found = transport::leftover_ipc_objects(rt.dir(), pids, rt.created());
   std::error_code ec;
   for (const auto& e : fs::recursive_directory_iterator(rt.base(), ec)) {
     found.push_back(e.path().string());

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <ctime>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -36,10 +37,13 @@ class TempRuntime {
   std::filesystem::path dir() const { return base_ / instance_; }
   // "--runtime-dir=BASE", "--instance=NAME"
   std::vector<std::string> args() const;
+  // When it was made (a second early): nothing older than this can be the test's.
+  std::time_t created() const { return created_; }
 
  private:
   std::filesystem::path base_;
   std::string instance_;
+  std::time_t created_ = std::time(nullptr) - 1;
 };
 
 // A child process with its stdin, stdout and stderr connected to pipes. Output is collected

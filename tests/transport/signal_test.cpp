@@ -7,10 +7,12 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/shm.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
@@ -25,6 +27,7 @@
 #include "tests/support/frames.hpp"
 #include "tests/support/main_fixture.hpp"
 #include "tests/support/support.hpp"
+#include "transport/names.hpp"
 #include "transport/shm/layout.hpp"
 #include "transport/signal/sysv_shm.hpp"
 
@@ -406,6 +409,24 @@ BOOST_AUTO_TEST_CASE(doorbell_wakes_the_attached_thread) {
   waker->sleep(area, deadline_after(100ms));
   BOOST_TEST((Clock::now() - start >= 100ms));
   check_no_leftovers(rt, {::getpid()});
+}
+
+BOOST_AUTO_TEST_CASE(leftover_check_ignores_segments_older_than_the_test) {
+  // A segment leaked long ago by a process whose pid a test process now has is not the test's
+  // leftover (this once failed a test on a machine that had kept such a segment for hours).
+  TempRuntime rt;
+  const int id = ::shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
+  BOOST_REQUIRE(id >= 0);
+  const std::string name = "SysV shm id " + std::to_string(id);
+  const auto has = [&](std::time_t since) {
+    const auto left = transport::leftover_ipc_objects(rt.dir(), {::getpid()}, since);
+    return std::find(left.begin(), left.end(), name) != left.end();
+  };
+  const std::time_t now = std::time(nullptr);
+  BOOST_TEST(has(now - 5));   // changed since: ours
+  BOOST_TEST(!has(now + 5));  // older than the test: not
+  BOOST_TEST(::shmctl(id, IPC_RMID, nullptr) == 0);
+  BOOST_TEST(!has(now - 5));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
