@@ -219,7 +219,9 @@ std::unique_ptr<Process> start_chatd(const TempRuntime& rt, const std::string& t
   const auto end = std::chrono::steady_clock::now() + 5s;
   while (std::chrono::steady_clock::now() < end) {
     try {
-      if (find_live_instance(rt.base(), rt.instance())) return p;
+      // The pid too: until the new server has published, instance.json is a dead one's.
+      const auto live = find_live_instance(rt.base(), rt.instance());
+      if (live && live->pid == p->pid()) return p;
     } catch (const std::exception&) {
       // not there yet
     }

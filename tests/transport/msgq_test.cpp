@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 #include <cstring>
@@ -197,6 +198,14 @@ std::vector<Garbage> server_queue_garbage() {
        [](ClientId victim) {
          return std::pair{wire::kMark, bytes_of(wire::MarkMsg{777, victim})};
        }},
+      {"forged wake-up",
+       [](ClientId) {
+         return std::pair{wire::kWake, bytes_of(wire::WakeMsg{777})};
+       }},
+      {"wake-up of the wrong size",
+       [](ClientId) {
+         return std::pair{wire::kWake, Bytes(3, std::byte{1})};
+       }},
   };
 }
 
@@ -237,8 +246,8 @@ BOOST_AUTO_TEST_CASE(a_full_client_queue_is_full_for_that_client_only) {
   MsgqServer server;
   auto [a, a_id] = server.connect_and_wait();
   auto [b, b_id] = server.connect_and_wait();
-  // A does not read: its queue (16 KiB) and then its receiving thread's buffer fill up. Its
-  // thread keeps emptying the queue for a while, so a first kFull may not last.
+  // A does not read: its queue (16 KiB) fills up. A first kFull may not last (it did when a
+  // receiving thread of A's emptied the queue into a buffer of its own).
   std::vector<Frame> sent;
   std::size_t bytes = 0;
   for (std::uint32_t n = 0;; ++n) {
@@ -412,8 +421,16 @@ BOOST_AUTO_TEST_CASE(chatd_restarted_after_sigkill_reclaims_the_queues) {
   for (int id : old_queues) BOOST_TEST(queue_exists(id));
   auto again = start_chatd(rt, "msgq");
   pids.push_back(again->pid());
+  // start_chatd() may return on the dead chatd's instance.json, once the new one holds the lock
+  // but before it has cleaned up and published its own.
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  for (;;) {
+    const auto info = find_live_instance(rt.base(), rt.instance());
+    if ((info && info->pid == again->pid()) || std::chrono::steady_clock::now() >= until) break;
+    std::this_thread::sleep_for(5ms);
+  }
   for (int id : old_queues) BOOST_TEST(!queue_exists(id), "queue " << id << " not reclaimed");
-  BOOST_TEST(again->err().find("removed leftover") != std::string::npos, again->err());
+  BOOST_TEST(again->wait_err_contains("removed leftover", 5s), again->err());
   stop_and_check_clean(*again, rt, pids, 5s);
 }
 
@@ -494,6 +511,95 @@ BOOST_AUTO_TEST_CASE(an_idle_server_sleeps) {
   BOOST_REQUIRE(server.take(Kind::kWritable, a_id));
   idle("after a full queue drained");
   for (auto& [c, id] : clients) server.ep().close(id);
+}
+
+// The reader blocks in msgrcv itself; wake(), deadlines and the other side's death reach it
+// through wake-ups in its own queue, which never pile up and cannot be forged to any effect.
+BOOST_AUTO_TEST_CASE(a_reader_blocked_in_msgrcv_wakes_for_what_it_should_only) {
+  MsgqServer server;
+  auto [c, id] = server.connect_and_wait();
+  const auto took = [](auto&& f) {
+    const auto start = std::chrono::steady_clock::now();
+    f();
+    return std::chrono::steady_clock::now() - start;
+  };
+  Frame f;
+  // The deadline: not before, not much after.
+  auto t = took([&, &c = c] {
+    BOOST_TEST((c->receive(f, deadline_after(100ms)) == ReceiveResult::kTimeout));
+  });
+  BOOST_TEST((t >= 100ms && t < 1s));
+  // wake() while blocked without a deadline, and wake() before receive().
+  {
+    std::jthread waker([&, &c = c] {
+      std::this_thread::sleep_for(50ms);
+      c->wake();
+    });
+    t = took([&, &c = c] { BOOST_TEST((c->receive(f, kNoDeadline) == ReceiveResult::kTimeout)); });
+    BOOST_TEST((t >= 50ms && t < 1s));
+  }
+  // Many wake()s leave one wake-up in each queue at most: frames still fit.
+  for (int i = 0; i < 10000; ++i) {
+    c->wake();
+    server.ep().wake();
+  }
+  msqid_ds ds{};
+  BOOST_REQUIRE(stat_queue(server.server_queue(), ds));
+  BOOST_TEST(ds.msg_qnum <= 1u);
+  BOOST_TEST((server.ep().send(id, frame_of("after the wake-ups")) == SendResult::kSent));
+  BOOST_TEST((c->receive(f, deadline_after(5s)) == ReceiveResult::kTimeout));  // woken before
+  BOOST_REQUIRE((c->receive(f, deadline_after(5s)) == ReceiveResult::kFrame));
+  BOOST_TEST(text_of(f) == "after the wake-ups");
+  // A forged wake-up in the client's queue does not end its wait early.
+  std::vector<int> queues = recorded_queues(server.dir());
+  std::erase(queues, server.server_queue());
+  BOOST_REQUIRE(queues.size() == 1u);
+  const wire::WakeMsg forged{777};
+  put(queues.front(), wire::kWake, &forged, sizeof forged);
+  t = took([&, &c = c] {
+    BOOST_TEST((c->receive(f, deadline_after(200ms)) == ReceiveResult::kTimeout));
+  });
+  BOOST_TEST((t >= 200ms && t < 1s));
+  // The server's own deadline ends its poll() when nothing happens: about one per second.
+  const auto polls = server.polls();
+  std::this_thread::sleep_for(2500ms);
+  BOOST_TEST(server.polls() - polls >= 1u);
+  BOOST_TEST(server.polls() - polls <= 4u);
+  BOOST_TEST(server.round_trip(*c, id, "still fine"));
+  server.ep().close(id);
+}
+
+BOOST_AUTO_TEST_CASE(a_stolen_wake_up_does_not_put_the_server_to_sleep_for_good) {
+  // Another process of our uid takes the server's wake-up messages out of its queue. Once one
+  // is stolen, the server must still wake for its deadlines: it sends another after a second.
+  MsgqServer server;
+  const int queue = server.server_queue();
+  std::atomic<bool> stop{false}, done{false};
+  std::atomic<int> stolen{0};
+  std::thread thief([&] {
+    struct {
+      long mtype;
+      std::byte text[64];
+    } m{};
+    while (!stop.load()) {
+      if (::msgrcv(queue, &m, sizeof m.text, wire::kWake, MSG_NOERROR) >= 0) ++stolen;
+    }
+    done = true;
+  });
+  std::this_thread::sleep_for(3s);  // the thief gets its first wake-up here
+  const auto polls = server.polls();
+  std::this_thread::sleep_for(4s);
+  const auto later = server.polls();
+  stop = true;
+  // The thief is blocked in msgrcv: wake-ups of our own end it (the server may take some).
+  const wire::WakeMsg bogus{1};
+  while (!done.load()) {
+    put(queue, wire::kWake, &bogus, sizeof bogus);
+    std::this_thread::sleep_for(20ms);
+  }
+  thief.join();
+  BOOST_TEST(stolen.load() > 0);
+  BOOST_TEST(later - polls >= 1u);  // frozen for good before the fix
 }
 
 BOOST_AUTO_TEST_CASE(a_burst_of_clients_all_get_in) {

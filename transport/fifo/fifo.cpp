@@ -102,8 +102,7 @@ class FrameReader {
 class Server final : public ServerEndpoint {
  public:
   explicit Server(const ListenOptions& o)
-      : logger_(o.logger),
-        warn_(o.logger, "fifo"),
+      : warn_(o.logger, "fifo"),
         dir_(o.dir),
         max_connections_(std::max<std::size_t>(o.max_clients * 2, o.max_clients + 64)),
         epoll_(::epoll_create1(EPOLL_CLOEXEC)),
@@ -590,7 +589,6 @@ class Server final : public ServerEndpoint {
     }
   }
 
-  const Logger* logger_;
   WarnLimiter warn_;
   fs::path dir_;
   std::size_t max_connections_;

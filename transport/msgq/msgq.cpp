@@ -1,17 +1,22 @@
 // How the msgq endpoint works around what SysV queues lack:
-//  - No readiness notification and no way to wait on a queue and anything else at once: a
-//    receiving thread (server: the server queue; client: its own queue) sits in a blocking
-//    msgrcv and hands messages over through a bounded buffer and an eventfd, which poll() and
-//    receive() wait on together with wake() and the peer's pidfd. Stopping it: the server
-//    removes its queue (EIDRM); a client puts a stop message into its own queue.
+//  - No readiness notification and no way to wait on a queue and anything else at once: the
+//    reader itself (the server's I/O thread in poll(), the client in receive()) blocks in msgrcv
+//    on its queue, so a message costs one wake-up. Whatever else must interrupt it -- wake(), a
+//    client's death, a send() that found a queue full, a deadline -- sets a flag and puts a small
+//    wake-up message (kWake, with a secret) into that same queue, at most one at a time
+//    (QueueBell); the reader looks at its flags before each blocking msgrcv. msgrcv has no
+//    timeout: a helper thread (Alarm) sleeps until the reader's deadline and rings then, and on
+//    the client also waits for the server's pidfd. It does nothing per message.
 //  - No "writable again": send() uses IPC_NOWAIT and says kFull; while any client queue is full
-//    (or a closed one still holds frames) the I/O thread looks at it with IPC_STAT every
-//    kRecheck. An idle server never wakes up by itself.
+//    (or a closed one still holds frames) the I/O thread has the alarm wake it every kRecheck to
+//    look at it with IPC_STAT. An idle server sleeps until its caller's deadline.
 //  - No end-of-file: a client's end is a goodbye message or its pidfd; the server's end is the
-//    removal of the client's queue, kept until the client has read it (at most kLinger).
+//    removal of the client's queue, kept until the client has read it (at most kLinger); a dead
+//    server's end is an empty queue once its pidfd says it has exited.
 //  - Anybody of our uid may write anything into the server queue: every message from a
 //    connected client carries its id and a secret token; what fails to say who sent it is
-//    dropped, what a known client gets wrong disconnects that client.
+//    dropped, what a known client gets wrong disconnects that client. A forged wake-up is a
+//    spurious wake-up: the reader finds nothing to do and blocks again.
 #include "transport/msgq/msgq.hpp"
 
 #include <fcntl.h>
@@ -23,11 +28,12 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -62,16 +68,13 @@ constexpr std::size_t kMaxWaitingHellos = 4096;
 // queue is full, or a closed one still holds frames, the server looks again this often. Only
 // then: an idle server sleeps.
 constexpr auto kRecheck = 2ms;
+// Messages one poll() takes off the server queue at most before it reports what it has.
+constexpr std::size_t kMaxBatch = 512;
 // A closed client's queue is kept until the client has read it, at most this long.
 constexpr auto kLinger = 1s;
 // A dead client's death is reported after a marker that follows its last message through the
 // server queue; if the queue stays full that long, it is reported without.
 constexpr auto kMarkTimeout = 500ms;
-// The receiving thread stops taking messages off the server queue while this much waits for
-// the I/O thread; the queue then fills and senders wait.
-constexpr std::size_t kInboxLimit = 1 << 20;
-// What a client's receiving thread holds for receive(), on top of the 16 KiB of its queue.
-constexpr std::size_t kClientBufferLimit = 64 << 10;
 constexpr std::size_t kRecordCompactLines = 4096;
 constexpr ClientId kFirstClientId = 1;
 
@@ -127,13 +130,138 @@ class OwnedFile {
   fs::path path_;
 };
 
+// Wake-ups for a reader blocked in msgrcv on `queue`, put into that queue by its own process:
+// at most one at a time, so that they cannot pile up. Whoever rings sets its flag first; the
+// reader looks at its flags after taking the wake-up and before each blocking msgrcv. Any thread.
+class QueueBell {
+ public:
+  QueueBell(int queue, std::uint64_t secret) : queue_(queue), secret_(secret) {}
+
+  void ring() {
+    requests_.fetch_add(1);
+    // Anyone of our uid may read the queue: a wake-up sent over kStolenAfter ago that is no
+    // longer in an empty queue was stolen, and waiting on for it would leave the reader asleep
+    // for good. Send another.
+    if (queued_.load() && Clock::now().time_since_epoch().count() - queued_at_.load() >
+                              std::chrono::duration_cast<Clock::duration>(kStolenAfter).count()) {
+      msqid_ds ds{};
+      if (stat_queue(queue_, ds) && ds.msg_qnum == 0) queued_ = false;
+    }
+    while (!queued_.exchange(true)) {
+      queued_at_ = Clock::now().time_since_epoch().count();
+      const std::uint64_t seen = requests_.load();
+      const int err = send_message(queue_, wire::kWake, wire::WakeMsg{secret_});
+      if (err == 0) return;
+      // The queue is full, so its reader is not blocked and looks at its flags before it blocks
+      // again (or the queue is gone). But whoever rang since `seen` counted on this wake-up and
+      // set its flag maybe too late for that: try again for them.
+      queued_ = false;
+      if (err != EAGAIN || requests_.load() == seen) return;
+    }
+  }
+
+  // For the reader, given a kWake message it took: true if it was ours (one may be sent again).
+  bool take(std::span<const std::byte> text) {
+    wire::WakeMsg w;
+    if (text.size() != sizeof w) return false;
+    std::memcpy(&w, text.data(), sizeof w);
+    if (w.secret != secret_) return false;
+    queued_ = false;
+    return true;
+  }
+
+ private:
+  static constexpr auto kStolenAfter = std::chrono::seconds(1);
+  const int queue_;
+  const std::uint64_t secret_;
+  std::atomic<bool> queued_{false};       // a wake-up is in the queue (or on its way)
+  std::atomic<Clock::rep> queued_at_{0};  // when, on Clock
+  std::atomic<std::uint64_t> requests_{0};
+};
+
+// What a reader blocked in msgrcv cannot wait for itself, on a thread of its own: calls `ring`
+// once the deadline last given to set() has passed (and each second after, until set() is
+// called again: a stolen ring must not leave the reader asleep for good), and `exited` once the
+// process behind `pidfd` (if not -1; not owned) has exited. Both run on that thread. Costs nothing
+// per message: set() only disturbs the thread when the new deadline is earlier than the one it
+// sleeps until.
+class Alarm {
+ public:
+  explicit Alarm(std::function<void()> ring, int pidfd = -1, std::function<void()> exited = {})
+      : ring_(std::move(ring)),
+        exited_(std::move(exited)),
+        pidfd_(pidfd),
+        bell_(make_eventfd("msgq alarm")),
+        thread_([this] { run(); }) {}
+  ~Alarm() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    signal_eventfd(bell_.get());
+    thread_.join();
+  }
+  Alarm(const Alarm&) = delete;
+  Alarm& operator=(const Alarm&) = delete;
+
+  // Rings once `due` has passed (kNoDeadline: never), instead of at the previous deadline, and
+  // again every kRingAgain until the next set().
+  void set(Deadline due) {
+    bool earlier;
+    {
+      std::lock_guard lock(mutex_);
+      due_ = due;
+      earlier = due < sleeping_until_;
+    }
+    if (earlier) signal_eventfd(bell_.get());
+  }
+
+ private:
+  void run() {
+    bool watching = pidfd_ >= 0;
+    std::unique_lock lock(mutex_);
+    while (!stop_) {
+      if (due_ != kNoDeadline && Clock::now() >= due_) {
+        // Again in a while unless the reader comes back with a new deadline first: the ring
+        // may have been stolen from the queue (see QueueBell::ring).
+        due_ = Clock::now() + kRingAgain;
+        lock.unlock();
+        ring_();
+        lock.lock();
+        continue;
+      }
+      const Deadline until = due_;
+      sleeping_until_ = until;
+      lock.unlock();
+      pollfd p[2] = {{bell_.get(), POLLIN, 0}, {pidfd_, POLLIN, 0}};
+      poll_until(p, watching ? 2 : 1, until);
+      if (p[0].revents != 0) drain_eventfd(bell_.get());
+      if (watching && p[1].revents != 0) {
+        watching = false;
+        exited_();
+      }
+      lock.lock();
+      sleeping_until_ = Deadline::min();  // awake: reads due_ before it sleeps again
+    }
+  }
+
+  static constexpr auto kRingAgain = std::chrono::seconds(1);
+  const std::function<void()> ring_;
+  const std::function<void()> exited_;
+  const int pidfd_;
+  UniqueFd bell_;     // eventfd: an earlier deadline, or stop
+  std::mutex mutex_;  // guards the three below
+  Deadline due_ = kNoDeadline;
+  Deadline sleeping_until_ = Deadline::min();
+  bool stop_ = false;
+  std::thread thread_;  // last: starts once the rest is ready
+};
+
 class Server final : public ServerEndpoint {
  public:
   explicit Server(const ListenOptions& o)
-      : logger_(o.logger),
-        warn_(o.logger, "msgq"),
+      : warn_(o.logger, "msgq"),
         max_connections_(std::max<std::size_t>(o.max_clients * 2, o.max_clients + 64)),
-        notify_fd_(make_eventfd("msgq server")),
         key_file_(o.dir / kKeyFile),
         record_(QueueRecord::create(o.dir / kRecordFile)),
         secret_(random_nonce("msgq")) {
@@ -155,50 +283,50 @@ class Server final : public ServerEndpoint {
                          EEXIST);
     }
     record_.add(queue_);
+    bell_.emplace(queue_.id(), secret_);
+    alarm_ = std::make_unique<Alarm>([this] { bell_->ring(); });
     watcher_ = std::make_unique<PidWatcher>([this](std::uint64_t id) {
       {
         std::lock_guard lock(mutex_);
         deaths_.push_back(id);
       }
-      signal_eventfd(notify_fd_.get());
+      bell_->ring();
     });
-    receiver_ = std::thread([this, queue = queue_.id()] { receive_loop(queue); });
   }
 
   ~Server() override {
     watcher_.reset();  // no more death callbacks
+    alarm_.reset();    // nor wake-ups: the queue's id may be reused once it is gone
     linger_all();
-    {
-      std::lock_guard lock(inbox_mutex_);
-      stopping_ = true;
-    }
-    inbox_space_.notify_all();
-    queue_.reset();  // a receiving thread blocked in msgrcv gets EIDRM
-    receiver_.join();
+    queue_.reset();
     std::lock_guard lock(mutex_);
     connections_.clear();  // removes the client queues; then record_ and key_file_ go
     lingering_.clear();
   }
 
+  // Blocks in msgrcv itself: what arrives wakes this thread and no other. Everything else that
+  // may need it rings bell_ after setting what it looks at here, before it blocks again.
   void poll(std::vector<ServerEvent>& events, Deadline deadline) override {
-    {
-      std::lock_guard lock(inbox_mutex_);
-      if (receiver_error_ != 0) {
-        throw_system_error("msgrcv", "server queue " + std::to_string(queue_.id()),
-                           receiver_error_);
+    for (;;) {
+      if (queue_error_ != 0) {
+        if (!events.empty()) return;  // thrown at the next poll()
+        throw_system_error("msgrcv", "server queue " + std::to_string(queue_.id()), queue_error_);
       }
-    }
-    pollfd p{notify_fd_.get(), POLLIN, 0};
-    poll_until(&p, 1, next_wakeup(deadline));
-    drain_eventfd(notify_fd_.get());
-    process_inbox(events);
-    process_deaths(events);
-    check_full(events);
-    check_lingering();
-    expire_handshakes();
-    while (!waiting_hellos_.empty() && handshakes_.size() < kMaxPendingHellos) {
-      answer_hello(waiting_hellos_.front());
-      waiting_hellos_.pop_front();
+      const bool woken = woken_.exchange(false);
+      process_deaths(events);
+      check_full(events);
+      check_lingering();
+      expire_handshakes();
+      while (!waiting_hellos_.empty() && handshakes_.size() < kMaxPendingHellos) {
+        answer_hello(waiting_hellos_.front());
+        waiting_hellos_.pop_front();
+      }
+      const Deadline until = next_wakeup(deadline);
+      const bool block = events.empty() && !woken && Clock::now() < until;
+      if (block) alarm_->set(until);
+      receive_messages(events, block);
+      if (queue_error_ != 0 && events.empty()) continue;  // thrown above
+      if (woken || !events.empty() || Clock::now() >= deadline) return;
     }
   }
 
@@ -220,14 +348,16 @@ class Server final : public ServerEndpoint {
       return SendResult::kSent;
     }
     if (errno != EAGAIN) return SendResult::kGone;  // EIDRM, EINVAL: the queue is gone
+    bool first_full;
     {
       std::lock_guard lock(mutex_);
       const auto it = connections_.find(id);
       if (it == connections_.end()) return SendResult::kGone;
       it->second->want_writable = true;
+      first_full = full_.empty();
       full_.insert(id);
     }
-    signal_eventfd(notify_fd_.get());  // the I/O thread starts re-checking
+    if (first_full) bell_->ring();  // the I/O thread starts re-checking
     return SendResult::kFull;
   }
 
@@ -254,10 +384,13 @@ class Server final : public ServerEndpoint {
       std::lock_guard lock(mutex_);
       lingering_.push_back({std::move(c->queue), deadline_after(kLinger)});
     }
-    signal_eventfd(notify_fd_.get());
+    bell_->ring();  // the I/O thread starts re-checking
   }
 
-  void wake() override { signal_eventfd(notify_fd_.get()); }
+  void wake() override {
+    woken_ = true;
+    bell_->ring();
+  }
 
   std::size_t buffered(ClientId id) override {
     int queue;
@@ -298,50 +431,35 @@ class Server final : public ServerEndpoint {
     Deadline until;
   };
 
+  // A message taken off the server queue, in buffer_.
   struct Inbound {
     long mtype = 0;
     bool oversize = false;  // longer than any valid message; cut
-    std::vector<std::byte> text;
+    std::span<const std::byte> text;
   };
 
-  // The receiving thread: msgrcv blocks and cannot wait on anything else, so it has a thread of
-  // its own feeding the I/O thread. `queue` is a copy: the destructor removes the queue (to end
-  // a blocked msgrcv with EIDRM) while this thread may be about to use the id.
-  void receive_loop(int queue) {
-    auto b = std::make_unique<wire::Buffer>();
-    for (;;) {
-      {
-        std::unique_lock lock(inbox_mutex_);
-        inbox_space_.wait(lock, [&] { return inbox_bytes_ < kInboxLimit || stopping_; });
-        if (stopping_) return;
-      }
+  // Takes what is in the server queue, up to kMaxBatch messages, waiting for the first one if
+  // `block`. A failure other than an empty queue (EIDRM, EINVAL: the queue was removed under us)
+  // is kept in queue_error_ for poll() to report.
+  void receive_messages(std::vector<ServerEvent>& events, bool block) {
+    for (std::size_t n = 0; n < kMaxBatch; ++n) {
       // MSG_NOERROR: a message too long is cut and taken, rather than left to block the queue.
-      const ssize_t n =
-          retry_eintr([&] { return ::msgrcv(queue, b.get(), sizeof b->text, 0, MSG_NOERROR); });
-      const int err = errno;
-      std::lock_guard lock(inbox_mutex_);
-      if (stopping_) return;
-      if (n < 0) {
-        receiver_error_ = err;  // the queue was removed under us: poll() reports it
-        signal_eventfd(notify_fd_.get());
+      const int flags = MSG_NOERROR | (block && n == 0 ? 0 : IPC_NOWAIT);
+      const ssize_t got = retry_eintr(
+          [&] { return ::msgrcv(queue_.id(), buffer_.get(), sizeof buffer_->text, 0, flags); });
+      if (got < 0) {
+        if (errno != ENOMSG) queue_error_ = errno;
         return;
       }
-      Inbound in;
-      in.mtype = b->mtype;
-      in.oversize = static_cast<std::size_t>(n) > wire::kMaxMessageBytes;
-      in.text.assign(b->text, b->text + std::min<std::size_t>(n, wire::kMaxMessageBytes));
-      inbox_bytes_ += in.text.size() + sizeof in;
-      const bool was_empty = inbox_.empty();
-      inbox_.push_back(std::move(in));
-      if (was_empty) signal_eventfd(notify_fd_.get());
+      const auto size = static_cast<std::size_t>(got);
+      handle_message({buffer_->mtype,
+                      size > wire::kMaxMessageBytes,
+                      {buffer_->text, std::min(size, wire::kMaxMessageBytes)}},
+                     events);
     }
   }
 
   Deadline next_wakeup(Deadline deadline) {
-    {
-      std::lock_guard lock(inbox_mutex_);
-      if (!inbox_.empty()) return Clock::now();
-    }
     Deadline until = deadline;
     for (const auto& [id, when] : handshakes_) until = std::min(until, when);
     bool recheck = !unmarked_.empty();
@@ -359,38 +477,31 @@ class Server final : public ServerEndpoint {
     return it == connections_.end() ? nullptr : it->second;
   }
 
-  void process_inbox(std::vector<ServerEvent>& events) {
-    std::deque<Inbound> batch;
-    {
-      std::lock_guard lock(inbox_mutex_);
-      batch.swap(inbox_);
-      inbox_bytes_ = 0;
-    }
-    inbox_space_.notify_all();
-    for (const Inbound& m : batch) {
-      if (m.mtype == wire::kUp) {
-        handle_up(m, events);
-      } else if (m.mtype == wire::kHello) {
-        wire::HelloMsg h;
-        if (m.oversize || m.text.size() != sizeof h) {
-          warn_("a hello of " + std::to_string(m.text.size()) + " bytes (not " +
-                std::to_string(sizeof h) + "); dropped");
-          continue;
-        }
-        std::memcpy(&h, m.text.data(), sizeof h);
-        if (handshakes_.size() < kMaxPendingHellos && waiting_hellos_.empty()) {
-          answer_hello(h);
-        } else if (waiting_hellos_.size() < kMaxWaitingHellos) {
-          waiting_hellos_.push_back(h);
-        } else {
-          warn_("hello from pid " + std::to_string(h.pid) + ": too many hellos waiting; dropped");
-        }
-      } else if (m.mtype == wire::kMark) {
-        handle_mark(m, events);
-      } else {
-        warn_("a message of unknown type " + std::to_string(m.mtype) + " (" +
-              std::to_string(m.text.size()) + " bytes) in the server queue; dropped");
+  void handle_message(const Inbound& m, std::vector<ServerEvent>& events) {
+    if (m.mtype == wire::kUp) {
+      handle_up(m, events);
+    } else if (m.mtype == wire::kHello) {
+      wire::HelloMsg h;
+      if (m.oversize || m.text.size() != sizeof h) {
+        return warn_("a hello of " + std::to_string(m.text.size()) + " bytes (not " +
+                     std::to_string(sizeof h) + "); dropped");
       }
+      std::memcpy(&h, m.text.data(), sizeof h);
+      if (handshakes_.size() < kMaxPendingHellos && waiting_hellos_.empty()) {
+        answer_hello(h);
+      } else if (waiting_hellos_.size() < kMaxWaitingHellos) {
+        waiting_hellos_.push_back(h);
+      } else {
+        warn_("hello from pid " + std::to_string(h.pid) + ": too many hellos waiting; dropped");
+      }
+    } else if (m.mtype == wire::kMark) {
+      handle_mark(m, events);
+    } else if (m.mtype == wire::kWake) {
+      // Ours, or forged: either way poll() looks at its flags again, and that is all.
+      if (!bell_->take(m.text)) warn_("a forged wake-up; dropped");
+    } else {
+      warn_("a message of unknown type " + std::to_string(m.mtype) + " (" +
+            std::to_string(m.text.size()) + " bytes) in the server queue; dropped");
     }
   }
 
@@ -658,17 +769,17 @@ class Server final : public ServerEndpoint {
     record_.add(queue);
   }
 
-  const Logger* logger_;
   WarnLimiter warn_;  // I/O thread only
   std::size_t max_connections_;
-  UniqueFd notify_fd_;  // eventfd: wake(), new messages, deaths, a send() that found a queue full
   OwnedFile key_file_;
   QueueRecord record_;
   OwnedQueue queue_;
   int project_ = 0;
-  const std::uint64_t secret_;  // authenticates our own markers in the server queue
+  const std::uint64_t secret_;  // authenticates our own markers and wake-ups in the server queue
 
   // Owned by the I/O thread.
+  std::unique_ptr<wire::Buffer> buffer_ = std::make_unique<wire::Buffer>();
+  int queue_error_ = 0;                        // msgrcv failed: the server queue is gone
   std::map<ClientId, Deadline> handshakes_;    // pending clients and their deadlines
   std::map<ClientId, Deadline> unmarked_;      // dead clients whose marker is not sent yet
   std::deque<wire::HelloMsg> waiting_hellos_;  // while kMaxPendingHellos are in progress
@@ -680,24 +791,16 @@ class Server final : public ServerEndpoint {
   std::vector<Lingering> lingering_;
   std::vector<ClientId> deaths_;
 
-  std::mutex inbox_mutex_;  // guards the receiving thread's hand-over below
-  std::condition_variable inbox_space_;
-  std::deque<Inbound> inbox_;
-  std::size_t inbox_bytes_ = 0;
-  bool stopping_ = false;
-  int receiver_error_ = 0;
-
+  std::atomic<bool> woken_{false};  // wake() was called
+  std::optional<QueueBell> bell_;   // wakes the I/O thread blocked in msgrcv on queue_
+  std::unique_ptr<Alarm> alarm_;    // rings bell_ at the I/O thread's deadline
   std::unique_ptr<PidWatcher> watcher_;
-  std::thread receiver_;
 };
 
 class Client final : public ClientConnection {
  public:
   explicit Client(const ConnectOptions& o)
-      : wake_fd_(make_eventfd("msgq client")),
-        data_fd_(make_eventfd("msgq client")),
-        server_pidfd_(open_pidfd(o.server_pid)),
-        nonce_(random_nonce("msgq")) {
+      : server_pidfd_(open_pidfd(o.server_pid)), nonce_(random_nonce("msgq")) {
     if (!server_pidfd_) {
       throw ConnectError(
           ConnectError::Kind::kNoServer,
@@ -751,24 +854,21 @@ class Client final : public ClientConnection {
     if (send_up(wire::UpKind::kReady, {}, o.deadline) != SendResult::kSent) {
       throw ConnectError(ConnectError::Kind::kOther, "cannot finish the handshake");
     }
-    receiver_ = std::thread([this] { receive_loop(); });
+    bell_.emplace(queue_, random_nonce("msgq"));
+    alarm_ = std::make_unique<Alarm>([this] { bell_->ring(); }, server_pidfd_.get(),
+                                     [this] {
+                                       server_dead_ = true;
+                                       bell_->ring();
+                                     });
   }
 
   ~Client() override {
+    alarm_.reset();
     if (!closed_) {
       // Without it the server would take us for connected until this process exits. A full
       // server queue empties fast unless the server is stuck: wait a little, not forever.
       send_up(wire::UpKind::kBye, {}, deadline_after(1s));
     }
-    {
-      std::lock_guard lock(mutex_);
-      stopping_ = true;
-    }
-    space_.notify_all();
-    // The receiving thread may be blocked in msgrcv: a stop message ends that. A full queue
-    // means it is not blocked and will see stopping_; try again until it has.
-    while (!receiver_done_ && !post_stop()) std::this_thread::sleep_for(1ms);
-    receiver_.join();
   }
 
   SendResult send(std::span<const std::byte> frame, Deadline deadline) override {
@@ -777,41 +877,43 @@ class Client final : public ClientConnection {
     return send_up(wire::UpKind::kData, frame, deadline);
   }
 
+  // Blocks in msgrcv itself: a frame wakes this thread and no other. wake(), the deadline and
+  // the server's death ring bell_ after setting what is looked at here, before each block.
   ReceiveResult receive(Frame& frame, Deadline deadline) override {
     for (;;) {
-      {
-        std::lock_guard lock(mutex_);
-        if (!frames_.empty()) {
-          frame = std::move(frames_.front());
-          frames_.pop_front();
-          buffered_ -= frame.size();
-          space_.notify_one();
-          return ReceiveResult::kFrame;
-        }
-        if (closed_) return ReceiveResult::kClosed;
+      if (closed_) return ReceiveResult::kClosed;
+      if (woken_.exchange(false)) return ReceiveResult::kTimeout;
+      // A dead server removes nothing, and sends nothing more: what it sent before dying is in
+      // our queue, and once that is read the connection is over.
+      const bool dead = server_dead_;
+      const bool block = !dead && Clock::now() < deadline;
+      if (block) alarm_->set(deadline);
+      const ssize_t n = retry_eintr([&] {
+        return ::msgrcv(queue_, buffer_.get(), kMaxFrameBytes + 1, 0,
+                        MSG_NOERROR | (block ? 0 : IPC_NOWAIT));
+      });
+      if (n < 0) {
+        if (errno == ENOMSG && !dead) return ReceiveResult::kTimeout;
+        closed_ = true;  // EIDRM: the server removed our queue, the end of the connection
+        continue;
       }
-      // A dead server removes nothing. What it sent before dying is in our queue: a stop
-      // message behind it ends the receiving thread after it has delivered all of it.
-      if (server_dead_ && !stop_posted_) stop_posted_ = post_stop();
-      const bool awaiting_stop = server_dead_ && !stop_posted_;
-      pollfd p[3] = {{data_fd_.get(), POLLIN, 0},
-                     {wake_fd_.get(), POLLIN, 0},
-                     {server_pidfd_.get(), POLLIN, 0}};
-      const int r = poll_until(p, server_dead_ ? 2 : 3,
-                               awaiting_stop ? std::min(deadline, deadline_after(1ms)) : deadline);
-      if (p[1].revents != 0) {
-        drain_eventfd(wake_fd_.get());
-        return ReceiveResult::kTimeout;
+      if (buffer_->mtype == wire::kData && n >= 1 && n <= static_cast<ssize_t>(kMaxFrameBytes)) {
+        frame.assign(buffer_->text, buffer_->text + n);
+        return ReceiveResult::kFrame;
       }
-      if (p[0].revents != 0) drain_eventfd(data_fd_.get());
-      if (!server_dead_ && p[2].revents != 0) server_dead_ = true;
-      if (r == 0 && Clock::now() >= deadline) return ReceiveResult::kTimeout;
+      if (buffer_->mtype == wire::kWake) {
+        bell_->take({buffer_->text, static_cast<std::size_t>(n)});  // ours or not: look again
+      }
+      // Anything else is nothing the server sends: ignore it.
     }
   }
 
   bool server_alive() override { return !server_dead_ && !pidfd_exited(server_pidfd_.get()); }
 
-  void wake() override { signal_eventfd(wake_fd_.get()); }
+  void wake() override {
+    woken_ = true;
+    bell_->ring();
+  }
 
  private:
   void open_server_queue(const ConnectOptions& o) {
@@ -878,48 +980,6 @@ class Client final : public ClientConnection {
     }
   }
 
-  // Puts a stop message into our own queue; false if it is full.
-  bool post_stop() {
-    const int err = send_message(queue_, wire::kStop, wire::StopMsg{nonce_});
-    return err != EAGAIN;  // sent, or the queue is gone and the thread sees that
-  }
-
-  // The receiving thread: msgrcv blocks and cannot wait on anything else.
-  void receive_loop() {
-    auto b = std::make_unique<wire::Buffer>();
-    for (;;) {
-      {
-        std::unique_lock lock(mutex_);
-        space_.wait(lock, [&] { return buffered_ < kClientBufferLimit || stopping_; });
-        if (stopping_) break;
-      }
-      const ssize_t n = retry_eintr(
-          [&] { return ::msgrcv(queue_, b.get(), kMaxFrameBytes + 1, 0, MSG_NOERROR); });
-      std::lock_guard lock(mutex_);
-      if (stopping_) break;
-      if (n < 0) {
-        closed_ = true;  // EIDRM: the server removed our queue, the end of the connection
-      } else if (b->mtype == wire::kStop) {
-        wire::StopMsg s;
-        if (static_cast<std::size_t>(n) == sizeof s) std::memcpy(&s, b->text, sizeof s);
-        if (static_cast<std::size_t>(n) != sizeof s || s.nonce != nonce_) continue;
-        closed_ = true;  // the server died and everything before this has been delivered
-      } else if (b->mtype == wire::kData && n >= 1 && n <= static_cast<ssize_t>(kMaxFrameBytes)) {
-        frames_.emplace_back(b->text, b->text + n);
-        buffered_ += static_cast<std::size_t>(n);
-        if (frames_.size() == 1) signal_eventfd(data_fd_.get());
-        continue;
-      } else {
-        continue;  // not a frame: nothing the server sends; ignore it
-      }
-      signal_eventfd(data_fd_.get());
-      break;
-    }
-    receiver_done_ = true;
-  }
-
-  UniqueFd wake_fd_;
-  UniqueFd data_fd_;  // eventfd: the receiving thread has delivered something
   UniqueFd server_pidfd_;
   const std::uint64_t nonce_;
   int server_queue_ = -1;
@@ -927,16 +987,11 @@ class Client final : public ClientConnection {
   std::uint64_t client_ = 0;
   std::uint64_t token_ = 0;
   std::atomic<bool> server_dead_{false};
-  std::atomic<bool> receiver_done_{false};
-  bool stop_posted_ = false;  // receive() only
-
-  std::mutex mutex_;  // guards the hand-over from the receiving thread
-  std::condition_variable space_;
-  std::deque<Frame> frames_;
-  std::size_t buffered_ = 0;
   std::atomic<bool> closed_{false};
-  bool stopping_ = false;
-  std::thread receiver_;
+  std::atomic<bool> woken_{false};                                           // wake() was called
+  std::unique_ptr<wire::Buffer> buffer_ = std::make_unique<wire::Buffer>();  // receive() only
+  std::optional<QueueBell> bell_;  // wakes a receive() blocked in msgrcv on queue_
+  std::unique_ptr<Alarm> alarm_;   // rings bell_ at receive()'s deadline or the server's death
 };
 
 }  // namespace

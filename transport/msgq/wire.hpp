@@ -6,11 +6,12 @@
 //   mtype kUp:    UpHeader + payload, from a client that has one; `token` is the secret the
 //                 server gave that client alone, so a forged `client` is recognised and dropped
 //   mtype kMark:  MarkMsg, the server's own marker (see msgq.cpp: deaths are reported after it)
+//   mtype kWake:  WakeMsg, the server's own wake-up for its I/O thread blocked in msgrcv
 // Each client has a queue of its own, created by the server 0600 with the key client_key(nonce)
 // of the client's hello, so the client finds it without a reply channel:
 //   mtype kWelcome: WelcomeMsg, first: the client id and the token
 //   mtype kData:    a frame, 1..kMaxFrameBytes bytes
-//   mtype kStop:    StopMsg, put there by the client itself to end its receiving thread
+//   mtype kWake:    WakeMsg, put there by the client itself to wake its receive()
 // The server removes a client's queue when the connection ends; the client sees that (EIDRM)
 // as the end of the connection, after it has read everything (see msgq.cpp: a closed client's
 // queue is kept until it is empty).
@@ -34,9 +35,11 @@ inline constexpr long kHello = 1;
 inline constexpr long kUp = 2;
 inline constexpr long kMark = 3;
 // Types in a client queue.
-inline constexpr long kStop = 1;
 inline constexpr long kWelcome = 2;
 inline constexpr long kData = 3;
+// In either queue: a wake-up its reader's own process put there. Anybody of our uid can forge
+// one; `secret` tells ours from those, and a forged one is no more than a spurious wake-up.
+inline constexpr long kWake = 4;
 
 struct HelloMsg {
   std::uint32_t magic = kMagic;
@@ -75,8 +78,8 @@ struct WelcomeMsg {
 };
 static_assert(sizeof(WelcomeMsg) == 32);
 
-struct StopMsg {
-  std::uint64_t nonce = 0;
+struct WakeMsg {
+  std::uint64_t secret = 0;
 };
 
 // The largest message either side sends (msgmax here is 8192).

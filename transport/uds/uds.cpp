@@ -65,8 +65,7 @@ class Server final : public ServerEndpoint {
       : logger_(o.logger),
         path_(o.dir / kSocketName),
         epoll_(::epoll_create1(EPOLL_CLOEXEC)),
-        wake_fd_(make_eventfd("uds server")),
-        max_clients_(o.max_clients) {
+        wake_fd_(make_eventfd("uds server")) {
     if (!epoll_) throw_system_error("epoll_create1", "uds server");
     listen_fd_.reset(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!listen_fd_) throw_system_error("socket", path_.string());
@@ -293,7 +292,6 @@ class Server final : public ServerEndpoint {
   UniqueFd epoll_;
   UniqueFd wake_fd_;
   UniqueFd listen_fd_;
-  std::size_t max_clients_;
   std::mutex mutex_;  // guards clients_ and closing_
   std::unordered_map<ClientId, Conn> clients_;
   std::vector<Conn> closing_;
