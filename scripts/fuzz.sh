@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=build-fuzz
 SECONDS_EACH=${IPCHAT_FUZZ_SECONDS:-20}
-CXX=clang++ cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIPCHAT_FUZZ=ON >/dev/null
+CXX=clang++ cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIPCHAT_FUZZ=ON \
+  -DIPCHAT_WERROR=ON >/dev/null
 TARGETS="frame_decoder_fuzz ring_reader_fuzz config_fuzz"
 cmake --build "$BUILD_DIR" -j "$(nproc)" --target $TARGETS
 for t in $TARGETS; do

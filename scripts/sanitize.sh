@@ -10,8 +10,10 @@ case "$kind" in
   *) echo "usage: scripts/sanitize.sh asan|tsan" >&2; exit 2 ;;
 esac
 BUILD_DIR=build-$kind
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIPCHAT_WERROR=ON \
-  -DIPCHAT_SANITIZE="$flags" >/dev/null
+# -O1 with line tables only: reports keep file:line, and the build takes half the time of -O2 -g.
+# chat-bench measures speed, which a sanitizer build cannot; it is left out.
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" -DIPCHAT_WERROR=ON \
+  -DIPCHAT_BENCH=OFF -DIPCHAT_SANITIZE="$flags" >/dev/null
 cmake --build "$BUILD_DIR" -j "$(nproc)"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -19,4 +21,4 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # memory); tests/tsan.supp lists exactly those cross-process accesses.
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp"
 cd "$BUILD_DIR"
-ctest --output-on-failure --timeout 900 -j "$(nproc)" -E bench_smoke
+ctest --output-on-failure --timeout 900 -j "$(nproc)"
