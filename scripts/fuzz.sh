@@ -10,6 +10,8 @@ CXX=clang++ cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIPCHA
   -DIPCHAT_WERROR=ON >/dev/null
 TARGETS="frame_decoder_fuzz ring_reader_fuzz config_fuzz"
 cmake --build "$BUILD_DIR" -j "$(nproc)" --target $TARGETS
+work=""
+trap 'rm -rf "$work"' EXIT  # an interrupted run leaves no corpus copy behind either
 for t in $TARGETS; do
   work=$(mktemp -d)
   cp tests/fuzz/corpus/$t/* "$work"/
