@@ -141,6 +141,16 @@ BOOST_DATA_TEST_CASE(many_clients_keep_their_own_order, bdata::make(all_backends
   for (const auto& [id, i] : index_of) server.ep().close(id);
 }
 
+BOOST_DATA_TEST_CASE(a_burst_of_clients_all_get_in, bdata::make(all_backends()), name) {
+  // More clients at once than handshakes may be in progress: the rest wait, none is dropped.
+  ServerHarness server(*find_backend(name), {.max_clients = 128, .log_as = {}});
+  constexpr std::size_t kClients = 80;
+  const auto burst = server.connect_burst(kClients);
+  BOOST_TEST(burst.errors.empty(), (burst.errors.empty() ? "" : burst.errors.front()));
+  BOOST_TEST(burst.ids.size() == kClients);
+  for (const ClientId id : burst.ids) server.ep().close(id);
+}
+
 BOOST_DATA_TEST_CASE(frame_size_limits, bdata::make(all_backends()), name) {
   ServerHarness server(*find_backend(name));
   auto client = server.connect();

@@ -386,14 +386,4 @@ BOOST_AUTO_TEST_CASE(chatd_over_fifo_survives_a_client_killed_and_is_clean_after
   stop_and_check_clean(*chatd, rt, pids, 5s);
 }
 
-BOOST_AUTO_TEST_CASE(a_burst_of_clients_all_get_in) {
-  // More clients at once than handshakes may be in progress: the rest wait, none is dropped.
-  FifoServer server(128);
-  constexpr std::size_t kClients = 80;
-  const auto burst = server.connect_burst(kClients);
-  BOOST_TEST(burst.errors.empty(), (burst.errors.empty() ? "" : burst.errors.front()));
-  BOOST_TEST(burst.ids.size() == kClients);
-  for (const ClientId id : burst.ids) server.ep().close(id);
-}
-
 BOOST_AUTO_TEST_SUITE_END()

@@ -602,14 +602,4 @@ BOOST_AUTO_TEST_CASE(a_stolen_wake_up_does_not_put_the_server_to_sleep_for_good)
   BOOST_TEST(later - polls >= 1u);  // frozen for good before the fix
 }
 
-BOOST_AUTO_TEST_CASE(a_burst_of_clients_all_get_in) {
-  // More clients at once than handshakes may be in progress: the rest wait, none is dropped.
-  MsgqServer server(128);
-  constexpr std::size_t kClients = 80;
-  const auto burst = server.connect_burst(kClients);
-  BOOST_TEST(burst.errors.empty(), (burst.errors.empty() ? "" : burst.errors.front()));
-  BOOST_TEST(burst.ids.size() == kClients);
-  for (const ClientId id : burst.ids) server.ep().close(id);
-}
-
 BOOST_AUTO_TEST_SUITE_END()
