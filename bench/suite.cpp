@@ -207,15 +207,13 @@ double load_average() {
 class TransportPinger final : public Pinger {
  public:
   TransportPinger(const std::string& transport, const TempRuntime& rt) {
-    const auto info = find_live_instance(rt.base(), rt.instance());
-    if (!info) throw std::runtime_error("the echo server is not serving");
-    transport::ConnectOptions co;
-    co.dir = rt.dir();
-    co.instance = rt.instance();
-    co.server_pid = info->pid;
-    co.objects = info->objects;
-    co.deadline = deadline_after(kStartTimeout);
-    connection_ = transport::find_backend(transport)->connect(co);
+    transport::ConnectOptions co =
+        transport::arrive(rt.dir(), rt.instance(), deadline_after(kStartTimeout));
+    if (co.pass.transport != transport) {
+      throw std::runtime_error("the echo server serves " + co.pass.transport + ", not " +
+                               transport);
+    }
+    connection_ = transport::connect(std::move(co));
   }
   bool round_trip(std::span<const std::byte> frame, std::vector<std::byte>& reply) override {
     if (connection_->send(frame, deadline_after(20s)) != transport::SendResult::kSent) return false;

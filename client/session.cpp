@@ -9,56 +9,39 @@ namespace proto = protocol;
 
 std::unique_ptr<ChatSession> ChatSession::open(const SessionOptions& o) {
   const auto base = resolve_runtime_base(o.runtime_dir);
-  std::optional<InstanceInfo> info;
-  try {
-    info = find_live_instance(base, o.instance);
-  } catch (const std::exception& e) {
-    throw SessionError(kExitFailure, e.what());
-  }
-  if (!info) {
-    throw SessionError(kExitNoServer,
-                       "no chatd is running for instance '" + o.instance + "' (looked in " +
-                           (base / o.instance).string() +
-                           "); start one with: chatd --instance=" + o.instance +
-                           (o.runtime_dir.empty() ? "" : " --runtime-dir=" + o.runtime_dir));
-  }
-  if (!o.transport.empty() && o.transport != info->transport) {
-    throw SessionError(kExitUsage, "--transport=" + o.transport +
-                                       " does not match the server's transport '" +
-                                       info->transport + "'");
-  }
-  if (info->protocol != proto::kVersion) {
-    throw SessionError(kExitFailure, "the server speaks protocol " +
-                                         std::to_string(info->protocol) + ", this client " +
-                                         std::to_string(proto::kVersion));
-  }
-  const transport::Backend* backend = transport::find_backend(info->transport);
-  if (backend == nullptr) {
-    throw SessionError(kExitFailure, "the server uses transport '" + info->transport +
-                                         "', which this client does not know");
-  }
-  std::unique_ptr<ChatSession> s(new ChatSession());
-  s->transport_ = info->transport;
-  s->instance_ = o.instance;
+  const auto dir = base / o.instance;
+  const std::string start_hint = "; start one with: chatd --instance=" + o.instance +
+                                 (o.runtime_dir.empty() ? "" : " --runtime-dir=" + o.runtime_dir);
   const Deadline deadline = deadline_after(o.timeout);
-  transport::ConnectOptions co;
-  co.dir = base / o.instance;
-  co.instance = o.instance;
-  co.server_pid = info->pid;
-  co.objects = info->objects;
-  co.deadline = deadline;
+  std::unique_ptr<ChatSession> s(new ChatSession());
+  s->instance_ = o.instance;
   try {
-    s->connection_ = backend->connect(co);
+    transport::ConnectOptions co = transport::arrive(dir, o.instance, deadline);
+    if (!o.transport.empty() && o.transport != co.pass.transport) {
+      throw SessionError(kExitUsage, "--transport=" + o.transport +
+                                         " does not match the server's transport '" +
+                                         co.pass.transport + "'");
+    }
+    s->transport_ = co.pass.transport;
+    s->connection_ = transport::connect(std::move(co));
   } catch (const transport::ConnectError& e) {
     switch (e.kind()) {
       case transport::ConnectError::Kind::kNoServer:
-        throw SessionError(kExitNoServer, std::string("cannot reach chatd: ") + e.what() +
-                                              "; start one with: chatd --instance=" + o.instance);
-      case transport::ConnectError::Kind::kRefused:
-        throw SessionError(kExitFailure, std::string("server_full: ") + e.what());
+        throw SessionError(kExitNoServer, "no chatd is running for instance '" + o.instance +
+                                              "' (looked in " + dir.string() + ": " + e.what() +
+                                              ")" + start_hint);
+      case transport::ConnectError::Kind::kPermission:
+        throw SessionError(kExitPermission, e.what());
+      case transport::ConnectError::Kind::kRefused: {
+        const std::string why = e.what();
+        throw SessionError(kExitFailure,
+                           why.rfind("server_", 0) == 0 ? why : "server_full: " + why);
+      }
       default:
         throw SessionError(kExitFailure, std::string("cannot connect: ") + e.what());
     }
+  } catch (const SessionError&) {
+    throw;
   } catch (const std::exception& e) {
     throw SessionError(kExitFailure, std::string("cannot connect: ") + e.what());
   }

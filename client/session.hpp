@@ -19,6 +19,7 @@ inline constexpr int kExitUsage = 2;
 inline constexpr int kExitNoServer = 3;
 inline constexpr int kExitNickRejected = 4;
 inline constexpr int kExitConnectionLost = 5;
+inline constexpr int kExitPermission = 6;
 
 // A failure that ends the client with `exit_code`; what() is the message for stderr.
 class SessionError : public std::runtime_error {
@@ -45,7 +46,8 @@ class ChatSession {
  public:
   // Finds the instance's server, connects and says hello. Throws SessionError: kExitNoServer if
   // no server runs, kExitNickRejected for nick_in_use/bad_nick, kExitUsage for a transport
-  // mismatch, kExitFailure otherwise (server_full among them).
+  // mismatch, kExitPermission if the server does not admit this account, kExitFailure
+  // otherwise (server_full among them).
   static std::unique_ptr<ChatSession> open(const SessionOptions& options);
 
   const protocol::Welcome& welcome() const { return welcome_; }

@@ -19,7 +19,7 @@ struct Backend {
   std::string_view name;
   std::string_view summary;  // one line for --help and the README
   std::unique_ptr<ServerEndpoint> (*listen)(const ListenOptions&);
-  std::unique_ptr<ClientConnection> (*connect)(const ConnectOptions&);
+  std::unique_ptr<ClientConnection> (*connect)(ConnectOptions);
   // Removes what a dead server of this backend left behind; returns a line per object removed.
   std::vector<std::string> (*cleanup)(const CleanupOptions&);
   // Shared-memory backends only: their memory and wake-ups, for tests that play a hostile
@@ -35,6 +35,17 @@ const Backend* find_backend(std::string_view name);
 
 // "cond, signal, ..." for messages.
 std::string backend_names();
+
+// The client's way in: enters the door of the server in `dir` (BASE/INSTANCE) and returns what
+// the server granted, with `pass.transport` naming the backend to open it with. Throws
+// ConnectError (kNoServer when nothing serves the instance, kPermission when the server does
+// not admit this account...). A server whose backend does not use the door yet is found
+// through its instance.json instead.
+ConnectOptions arrive(const std::filesystem::path& dir, const std::string& instance,
+                      Deadline deadline);
+
+// Opens the channel `options` describes with the backend it names. Throws ConnectError.
+std::unique_ptr<ClientConnection> connect(ConnectOptions options);
 
 // Prepares the calling process for any transport: blocks the doorbell signals some backends
 // use, and SIGPIPE, in the calling thread (so in every thread created after it). Call first

@@ -18,8 +18,10 @@
 #include <string>
 #include <vector>
 
+#include "common/access.hpp"
 #include "common/limits.hpp"
 #include "common/time.hpp"
+#include "transport/door.hpp"
 
 namespace chat {
 class Logger;
@@ -49,7 +51,7 @@ inline void check_frame_size(std::size_t bytes) {
 // What a ServerEndpoint reports from poll().
 struct ServerEvent {
   enum class Kind {
-    kConnected,     // a new client; `pid` is its process id
+    kConnected,     // a new client; `pid` and `uid` are its process and account (kernel's word)
     kFrame,         // `frame` arrived from `client`
     kWritable,      // a send to `client` that returned kFull may now succeed
     kDisconnected,  // `client` is gone; `gone` says how; release it with close()
@@ -62,6 +64,7 @@ struct ServerEvent {
   Kind kind = Kind::kFrame;
   ClientId client = 0;
   pid_t pid = 0;
+  uid_t uid = 0;
   Frame frame;
   Gone gone = Gone::kClosed;
   std::string detail;
@@ -151,25 +154,31 @@ class ClientConnection {
 
 // Where and how a server listens.
 struct ListenOptions {
-  std::filesystem::path dir;    // BASE/INSTANCE: exists, 0700, flocked by this process
+  std::filesystem::path dir;    // BASE/INSTANCE: exists, flocked by this process
   std::string instance;         // the instance name
   std::size_t max_clients = 0;  // connections the endpoint must be able to hold at once
   const Logger* logger = nullptr;
+  AccessPolicy access;  // who the door admits (door.hpp)
 };
 
-// What a client needs to connect: read from the instance's instance.json.
+// What a client needs to connect.
 struct ConnectOptions {
   std::filesystem::path dir;
   std::string instance;
-  pid_t server_pid = 0;
-  nlohmann::json objects;  // ServerEndpoint::objects() of the server
   Deadline deadline = kNoDeadline;
+  // What the server handed this client at the door: the channel's description and descriptors.
+  door::Pass pass;
+  // Until every backend enters through the door: the server's pid and objects from
+  // instance.json, for backends that still rendezvous by name. Unused by door backends.
+  pid_t server_pid = 0;
+  nlohmann::json objects;
 };
 
 // Thrown by connect() when the server cannot be reached or refuses the connection.
 class ConnectError : public std::runtime_error {
  public:
-  enum class Kind { kNoServer, kRefused, kTimeout, kOther };
+  // kPermission: a server runs, but does not admit this account (the text says why).
+  enum class Kind { kNoServer, kRefused, kPermission, kTimeout, kOther };
   ConnectError(Kind kind, const std::string& what) : std::runtime_error(what), kind_(kind) {}
   Kind kind() const { return kind_; }
 

@@ -30,7 +30,7 @@ ListeningEndpoint::~ListeningEndpoint() {
 }
 
 transport::ConnectOptions ListeningEndpoint::connect_options() const {
-  return {dir_.path(), rt_.instance(), ::getpid(), ep_->objects(), deadline_after(5s)};
+  return transport::arrive(dir_.path(), rt_.instance(), deadline_after(5s));
 }
 
 std::unique_ptr<transport::ClientConnection> ListeningEndpoint::connect() const {

@@ -37,18 +37,19 @@ void say(const std::string& line) {
 
 int client(const Backend& backend, const std::string& base, const std::string& instance,
            const std::string& mode, int n) {
-  const auto info = find_live_instance(base, instance);
-  if (!info) {
-    std::cerr << "no server\n";
-    return 3;
+  std::unique_ptr<ClientConnection> c;
+  try {
+    ConnectOptions co = arrive(std::filesystem::path(base) / instance, instance,
+                               deadline_after(std::chrono::seconds(5)));
+    if (co.pass.transport != backend.name) {
+      std::cerr << "the server's transport is " << co.pass.transport << "\n";
+      return 1;
+    }
+    c = backend.connect(std::move(co));
+  } catch (const ConnectError& e) {
+    std::cerr << e.what() << "\n";
+    return e.kind() == ConnectError::Kind::kNoServer ? 3 : 1;
   }
-  ConnectOptions co;
-  co.dir = std::filesystem::path(base) / instance;
-  co.instance = instance;
-  co.server_pid = info->pid;
-  co.objects = info->objects;
-  co.deadline = deadline_after(std::chrono::seconds(5));
-  auto c = backend.connect(co);
   if (mode == "send") {
     for (int i = 0; i < n; ++i) c->send(test::frame_of("frame-" + std::to_string(i)), kNoDeadline);
     say("sent");

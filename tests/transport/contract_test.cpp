@@ -278,8 +278,7 @@ BOOST_DATA_TEST_CASE(server_death_is_seen_within_a_second, bdata::make(all_backe
     BOOST_REQUIRE_MESSAGE(server.wait_out_contains("ready", 5s), server.err());
     const auto info = find_live_instance(rt.base(), rt.instance());
     BOOST_REQUIRE(info);
-    ConnectOptions co{rt.dir(), rt.instance(), info->pid, info->objects, deadline_after(5s)};
-    auto client = backend.connect(co);
+    auto client = transport::connect(arrive(rt.dir(), rt.instance(), deadline_after(5s)));
     BOOST_TEST((client->send(frame_of("ping"), deadline_after(5s)) == SendResult::kSent));
     BOOST_TEST(text_of(receive_one(*client)) == "ping");
     server.kill(SIGKILL);

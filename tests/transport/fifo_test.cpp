@@ -281,10 +281,9 @@ BOOST_AUTO_TEST_CASE(a_hello_fifo_without_a_reader_is_a_clear_error) {
     BOOST_REQUIRE(::mkfifo(hello.c_str(), 0600) == 0);
     BOOST_REQUIRE(::chmod(hello.c_str(), 0600) == 0);
     // A live server pid, but nobody reads the FIFO (as after a crash with a reused pid).
-    ConnectOptions co{dir.path(), rt.instance(), ::getpid(), nlohmann::json::object(),
-                      deadline_after(2s)};
     try {
-      fifo_backend().connect(co);
+      fifo_backend().connect(named_options(dir.path(), rt.instance(), ::getpid(),
+                                           nlohmann::json::object(), deadline_after(2s)));
       BOOST_ERROR("connected to a FIFO nobody reads");
     } catch (const ConnectError& e) {
       BOOST_TEST((e.kind() == ConnectError::Kind::kNoServer));
@@ -308,7 +307,10 @@ BOOST_AUTO_TEST_CASE(planted_symlinks_and_foreign_fifos_are_refused) {
     TempRuntime rt;
     auto dir = InstanceDir::acquire(rt.base(), rt.instance());
     fs::create_symlink(target_fifo, dir.path() / wire::kHelloFifo);
-    ListenOptions lo{dir.path(), rt.instance(), 4, nullptr};
+    ListenOptions lo;
+    lo.dir = dir.path();
+    lo.instance = rt.instance();
+    lo.max_clients = 4;
     BOOST_CHECK_THROW(fifo_backend().listen(lo), std::system_error);
     dir.remove();
   }

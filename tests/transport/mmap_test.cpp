@@ -83,7 +83,10 @@ BOOST_AUTO_TEST_CASE(a_symlink_planted_as_the_control_file_is_refused) {
   const fs::path target = rt.base() / "precious";
   write_file(target, "do not overwrite");
   fs::create_symlink(target, dir.path() / "mmap.ctl");
-  ListenOptions lo{dir.path(), rt.instance(), 4, nullptr};
+  ListenOptions lo;
+  lo.dir = dir.path();
+  lo.instance = rt.instance();
+  lo.max_clients = 4;
   BOOST_CHECK_THROW(mmap::listen(lo), std::system_error);
   BOOST_TEST(read_file(target) == "do not overwrite");
   BOOST_TEST(fs::is_symlink(fs::symlink_status(dir.path() / "mmap.ctl")));  // not ours to remove
@@ -153,7 +156,10 @@ BOOST_DATA_TEST_CASE(files_are_0600_whatever_the_umask, bdata::make({0000, 0022,
   TempRuntime rt;
   UmaskGuard umask_guard(static_cast<mode_t>(mask));
   auto dir = InstanceDir::acquire(rt.base(), rt.instance());
-  ListenOptions lo{dir.path(), rt.instance(), 4, nullptr};
+  ListenOptions lo;
+  lo.dir = dir.path();
+  lo.instance = rt.instance();
+  lo.max_clients = 4;
   auto ep = mmap::listen(lo);
   BOOST_TEST(mode_of(dir.path() / "mmap.ctl") == 0600u);
   auto files = mmap::make_file_source(dir.path());
@@ -163,9 +169,11 @@ BOOST_DATA_TEST_CASE(files_are_0600_whatever_the_umask, bdata::make({0000, 0022,
   files->remove(seg->name());
 
   // And the whole handshake works under it.
-  ConnectOptions co{dir.path(), rt.instance(), ::getpid(), ep->objects(), deadline_after(5s)};
   std::unique_ptr<ClientConnection> client;
-  std::thread connecting([&] { client = mmap::connect(co); });
+  std::thread connecting([&] {
+    client = mmap::connect(
+        named_options(dir.path(), rt.instance(), ::getpid(), ep->objects(), deadline_after(5s)));
+  });
   std::vector<ServerEvent> events;
   const auto end = Clock::now() + 5s;
   while (events.empty() && Clock::now() < end) ep->poll(events, deadline_after(100ms));

@@ -376,7 +376,7 @@ BOOST_AUTO_TEST_CASE(a_killed_servers_queues_and_only_those_are_reclaimed) {
     const auto info = find_live_instance(rt.base(), rt.instance());
     BOOST_REQUIRE(info);
     auto client = msgq_backend().connect(
-        {rt.dir(), rt.instance(), info->pid, info->objects, deadline_after(5s)});
+        named_options(rt.dir(), rt.instance(), info->pid, info->objects, deadline_after(5s)));
     BOOST_TEST((client->send(frame_of("ping"), deadline_after(5s)) == SendResult::kSent));
     Frame f;
     BOOST_REQUIRE((client->receive(f, deadline_after(5s)) == ReceiveResult::kFrame));
@@ -448,7 +448,10 @@ BOOST_AUTO_TEST_CASE(a_key_collision_is_an_error_never_a_shared_queue) {
   TempRuntime rt;
   auto dir = InstanceDir::acquire(rt.base(), rt.instance());
   { std::ofstream(dir.path() / "msgq.key") << "planted"; }
-  ListenOptions lo{dir.path(), rt.instance(), 4, nullptr};
+  ListenOptions lo;
+  lo.dir = dir.path();
+  lo.instance = rt.instance();
+  lo.max_clients = 4;
   BOOST_CHECK_THROW(msgq_backend().listen(lo), std::system_error);
   for (int project : {'m', 'q', 'M', 'Q'}) {
     BOOST_TEST(::msgget(::ftok((dir.path() / "msgq.key").c_str(), project), 0) == -1);

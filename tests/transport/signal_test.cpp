@@ -125,8 +125,8 @@ class EchoServer {
     dir_.remove();
   }
   ConnectOptions connect_options() const {
-    return ConnectOptions{dir_.path(), dir_.instance(), ::getpid(), ep_->objects(),
-                          deadline_after(5s)};
+    return named_options(dir_.path(), dir_.instance(), ::getpid(), ep_->objects(),
+                         deadline_after(5s));
   }
 
  private:
@@ -304,7 +304,10 @@ BOOST_DATA_TEST_CASE(a_segment_already_holding_the_key_is_refused, bdata::make({
   BOOST_TEST(segment_exists(planted));
 
   // The server refuses to start over the planted key file...
-  ListenOptions lo{dir.path(), rt.instance(), 4, nullptr};
+  ListenOptions lo;
+  lo.dir = dir.path();
+  lo.instance = rt.instance();
+  lo.max_clients = 4;
   BOOST_CHECK_THROW(sig::listen(lo), std::system_error);
   // ...and creating a segment under the key it names fails rather than sharing it.
   try {

@@ -71,7 +71,7 @@ std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options) {
   return shm::listen(options, flavor(options.dir));
 }
 
-std::unique_ptr<ClientConnection> connect(const ConnectOptions& options) {
+std::unique_ptr<ClientConnection> connect(ConnectOptions options) {
   return shm::connect(options, flavor(options.dir));
 }
 

@@ -27,7 +27,7 @@ inline CondWake& cond_wake(shm::WakeArea& area) {
 shm::Flavor flavor(const std::filesystem::path& dir);
 
 std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options);
-std::unique_ptr<ClientConnection> connect(const ConnectOptions& options);
+std::unique_ptr<ClientConnection> connect(ConnectOptions options);
 std::vector<std::string> cleanup(const CleanupOptions& options);
 
 }  // namespace chat::transport::cond

@@ -839,7 +839,7 @@ std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options) {
   return std::make_unique<Server>(options);
 }
 
-std::unique_ptr<ClientConnection> connect(const ConnectOptions& options) {
+std::unique_ptr<ClientConnection> connect(ConnectOptions options) {
   return std::make_unique<Client>(options);
 }
 

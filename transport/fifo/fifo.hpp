@@ -11,7 +11,7 @@
 namespace chat::transport::fifo {
 
 std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options);
-std::unique_ptr<ClientConnection> connect(const ConnectOptions& options);
+std::unique_ptr<ClientConnection> connect(ConnectOptions options);
 // The FIFOs live in the runtime dir, which the caller empties: nothing else to remove.
 std::vector<std::string> cleanup(const CleanupOptions& options);
 

@@ -33,7 +33,7 @@ std::unique_ptr<shm::MemorySource> make_file_source(const std::filesystem::path&
 shm::Flavor flavor(const std::filesystem::path& dir);
 
 std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options);
-std::unique_ptr<ClientConnection> connect(const ConnectOptions& options);
+std::unique_ptr<ClientConnection> connect(ConnectOptions options);
 // Every file of this backend lives in the runtime dir, which the caller empties: nothing to do.
 std::vector<std::string> cleanup(const CleanupOptions& options);
 

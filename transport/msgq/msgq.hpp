@@ -12,7 +12,7 @@
 namespace chat::transport::msgq {
 
 std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options);
-std::unique_ptr<ClientConnection> connect(const ConnectOptions& options);
+std::unique_ptr<ClientConnection> connect(ConnectOptions options);
 // Removes the queues a dead server recorded in its runtime dir (those still ours and unchanged);
 // the files themselves go with the directory.
 std::vector<std::string> cleanup(const CleanupOptions& options);

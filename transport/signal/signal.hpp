@@ -39,7 +39,7 @@ std::unique_ptr<shm::Waker> make_waker();
 shm::Flavor flavor(const std::filesystem::path& dir);
 
 std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options);
-std::unique_ptr<ClientConnection> connect(const ConnectOptions& options);
+std::unique_ptr<ClientConnection> connect(ConnectOptions options);
 std::vector<std::string> cleanup(const CleanupOptions& options);
 
 }  // namespace chat::transport::sig

@@ -10,7 +10,7 @@
 namespace chat::transport::uds {
 
 std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options);
-std::unique_ptr<ClientConnection> connect(const ConnectOptions& options);
+std::unique_ptr<ClientConnection> connect(ConnectOptions options);
 std::vector<std::string> cleanup(const CleanupOptions& options);
 
 }  // namespace chat::transport::uds
