@@ -2,8 +2,11 @@
 
 #include <time.h>
 
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <unordered_map>
 
+#include "common/access.hpp"
 #include "common/time.hpp"
 #include "common/validate.hpp"
 
@@ -12,6 +15,17 @@ namespace proto = protocol;
 using nlohmann::json;
 
 namespace {
+
+// The login name of `uid`, looked up once per account: events arrive by the thousand, the
+// passwd database is a file (or a daemon) away.
+std::string user_name(std::uint32_t uid) {
+  static std::mutex mutex;
+  static std::unordered_map<std::uint32_t, std::string> names;
+  std::lock_guard lock(mutex);
+  auto it = names.find(uid);
+  if (it == names.end()) it = names.emplace(uid, account_name(static_cast<uid_t>(uid))).first;
+  return it->second;
+}
 
 std::string dump(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -59,6 +73,7 @@ std::string to_jsonl(const proto::Message& m, const RenderContext& ctx) {
           return dump({{"event", "message"},
                        {"room", v.room},
                        {"from", v.from},
+                       {"user", user_name(v.uid)},
                        {"text", v.text},
                        {"seq", v.seq},
                        {"time", format_rfc3339(v.time_ms)},
@@ -67,6 +82,7 @@ std::string to_jsonl(const proto::Message& m, const RenderContext& ctx) {
         } else if constexpr (std::is_same_v<T, proto::PrivateMessage>) {
           return dump({{"event", "private"},
                        {"from", v.from},
+                       {"user", user_name(v.uid)},
                        {"to", v.to},
                        {"text", v.text},
                        {"time", format_rfc3339(v.time_ms)}});
@@ -74,12 +90,14 @@ std::string to_jsonl(const proto::Message& m, const RenderContext& ctx) {
           return dump({{"event", "join"},
                        {"room", v.room},
                        {"nick", v.nick},
+                       {"user", user_name(v.uid)},
                        {"seq", v.seq},
                        {"time", format_rfc3339(v.time_ms)}});
         } else if constexpr (std::is_same_v<T, proto::Parted>) {
           return dump({{"event", "part"},
                        {"room", v.room},
                        {"nick", v.nick},
+                       {"user", user_name(v.uid)},
                        {"seq", v.seq},
                        {"time", format_rfc3339(v.time_ms)},
                        {"reason", std::string(proto::to_string(v.reason))}});

@@ -55,13 +55,13 @@ AccessPolicy AccessPolicy::parse(std::string_view text) {
   if (text.substr(0, kGroupPrefix.size()) == kGroupPrefix) {
     p.kind_ = Kind::kGroup;
     p.group_name_ = std::string(text.substr(kGroupPrefix.size()));
-    if (p.group_name_.empty()) throw UsageError("--access: group: needs a group name");
+    if (p.group_name_.empty()) throw UsageError("group: needs a group name");
     const auto gid = group_named(p.group_name_);
-    if (!gid) throw UsageError("--access: there is no group '" + p.group_name_ + "' on this host");
+    if (!gid) throw UsageError("there is no group '" + p.group_name_ + "' on this host");
     p.group_ = *gid;
     return p;
   }
-  throw UsageError("--access: '" + std::string(text) + "' is not one of user, group:NAME, all");
+  throw UsageError("'" + std::string(text) + "' is not one of user, group:NAME, all");
 }
 
 bool AccessPolicy::admits(const Peer& peer, uid_t server_uid) const {

@@ -27,8 +27,8 @@ class AccessPolicy {
 
   // `user` (the default): only the server's own account.
   AccessPolicy() = default;
-  // Parses `user`, `group:NAME` or `all`; throws UsageError naming --access and the reason
-  // (unknown word, no such group).
+  // Parses `user`, `group:NAME` or `all`; throws UsageError with the reason (unknown word, no
+  // such group); the caller names where the text came from.
   static AccessPolicy parse(std::string_view text);
 
   Kind kind() const { return kind_; }

@@ -20,14 +20,36 @@ namespace {
 constexpr char kLockFile[] = "lock";
 constexpr char kInfoFile[] = "instance.json";
 
-void make_private_dir(const fs::path& dir) {
-  if (::mkdir(dir.c_str(), 0700) == 0) {
-    // mkdir honours the umask, which may have taken bits we need; set them exactly.
-    if (::chmod(dir.c_str(), 0700) != 0) throw_system_error("chmod", dir.string());
-  } else if (errno != EEXIST) {
-    throw_system_error("mkdir", dir.string());
-  }
+// Creates `dir` if missing and checks it is ours and writable by us alone. With `exact`, its
+// mode (and, for a group policy, its group) become exactly what `access` needs; without, only
+// the search bits the policy needs are added (the base may hold other instances).
+void make_dir(const fs::path& dir, const AccessPolicy& access, bool exact) {
+  const bool created = ::mkdir(dir.c_str(), 0700) == 0;
+  if (!created && errno != EEXIST) throw_system_error("mkdir", dir.string());
   check_private_dir(dir);
+  const bool group = access.kind() == AccessPolicy::Kind::kGroup;
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) throw_system_error("lstat", dir.string());
+  mode_t mode = access.dir_mode();
+  if (exact || created) {
+    if (group && st.st_gid != access.group() &&
+        ::lchown(dir.c_str(), static_cast<uid_t>(-1), access.group()) != 0) {
+      throw_system_error(
+          "chown to group " + access.group_name() + " (chatd's account must be a member of it)",
+          dir.string());
+    }
+  } else {
+    // A base we did not create for this policy: add the search bit the policy needs — the
+    // group's if the base belongs to the policy's group, else everyone's (a base holds only
+    // instance dirs, each guarded by its own mode).
+    mode_t search = mode & 0011;
+    if (group && st.st_gid != access.group()) search = 0001;
+    mode = (st.st_mode & 07777) | search;
+  }
+  // mkdir honours the umask, which may have taken bits we need; set them exactly.
+  if ((st.st_mode & 07777) != mode && ::chmod(dir.c_str(), mode) != 0) {
+    throw_system_error("chmod", dir.string());
+  }
 }
 
 }  // namespace
@@ -110,14 +132,15 @@ bool try_lock_exclusive(int fd, const fs::path& path) {
 
 }  // namespace
 
-InstanceDir InstanceDir::acquire(const fs::path& base, const std::string& instance) {
+InstanceDir InstanceDir::acquire(const fs::path& base, const std::string& instance,
+                                 const AccessPolicy& access) {
   if (!is_valid_name(instance)) {
     throw UsageError("--instance: '" + instance +
                      "' is not a valid name (1-32 of A-Z a-z 0-9 _ - .)");
   }
-  make_private_dir(base);
+  make_dir(base, access, false);
   fs::path dir = base / instance;
-  make_private_dir(dir);
+  make_dir(dir, access, true);
   UniqueFd lock = open_private_file(dir / kLockFile, O_RDWR | O_CREAT);
   if (::fchmod(lock.get(), 0600) != 0) throw_system_error("fchmod", (dir / kLockFile).string());
   if (!try_lock_exclusive(lock.get(), dir / kLockFile)) {

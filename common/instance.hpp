@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/access.hpp"
 #include "common/unique_fd.hpp"
 
 namespace chat {
@@ -50,7 +51,10 @@ class InstanceDir {
   // Creates BASE and BASE/INSTANCE 0700 if missing (whatever the umask), refuses ones that
   // fail check_private_dir, and takes the exclusive flock on `lock`. Throws InstanceBusy if
   // another process holds it.
-  static InstanceDir acquire(const std::filesystem::path& base, const std::string& instance);
+  // With an `access` policy other than `user`, both levels get the search permission the
+  // policy needs (never write permission for anyone but us).
+  static InstanceDir acquire(const std::filesystem::path& base, const std::string& instance,
+                             const AccessPolicy& access = AccessPolicy());
 
   InstanceDir(InstanceDir&&) = default;
   InstanceDir& operator=(InstanceDir&&) = default;

@@ -210,19 +210,20 @@ Frame encode(const Message& m) {
         } else if constexpr (std::is_same_v<T, RoomMessage>) {
           Writer w(Type::kRoomMessage, flag(v.action, kFlagAction) | flag(v.history, kFlagHistory));
           w.str8(v.room), w.str8(v.from), w.str16(v.text), w.u(v.seq, 8), w.i64(v.time_ms);
+          w.u(v.uid, 4);
           return w.finish();
         } else if constexpr (std::is_same_v<T, PrivateMessage>) {
           Writer w(Type::kPrivateMessage, 0);
-          w.str8(v.from), w.str8(v.to), w.str16(v.text), w.i64(v.time_ms);
+          w.str8(v.from), w.str8(v.to), w.str16(v.text), w.i64(v.time_ms), w.u(v.uid, 4);
           return w.finish();
         } else if constexpr (std::is_same_v<T, Joined>) {
           Writer w(Type::kJoined, 0);
-          w.str8(v.room), w.str8(v.nick), w.u(v.seq, 8), w.i64(v.time_ms);
+          w.str8(v.room), w.str8(v.nick), w.u(v.seq, 8), w.i64(v.time_ms), w.u(v.uid, 4);
           return w.finish();
         } else if constexpr (std::is_same_v<T, Parted>) {
           Writer w(Type::kParted, 0);
           w.str8(v.room), w.str8(v.nick), w.u(v.seq, 8), w.i64(v.time_ms);
-          w.u(static_cast<std::uint8_t>(v.reason), 1);
+          w.u(static_cast<std::uint8_t>(v.reason), 1), w.u(v.uid, 4);
           return w.finish();
         } else if constexpr (std::is_same_v<T, NickChanged>) {
           Writer w(Type::kNickChanged, 0);
@@ -354,7 +355,8 @@ DecodeResult decode(std::span<const std::byte> frame) {
     case Type::kRoomMessage: {
       RoomMessage v;
       v.room = r.str8("room"), v.from = r.str8("from"), v.text = r.str16("text");
-      v.seq = r.u(8, "seq"), v.time_ms = r.i64("time");
+      v.seq = r.u(8, "seq"), v.time_ms = r.i64("time"),
+      v.uid = static_cast<std::uint32_t>(r.u(4, "uid"));
       v.action = flags & kFlagAction, v.history = flags & kFlagHistory;
       allowed_flags = kFlagAction | kFlagHistory;
       m = std::move(v);
@@ -363,14 +365,14 @@ DecodeResult decode(std::span<const std::byte> frame) {
     case Type::kPrivateMessage: {
       PrivateMessage v;
       v.from = r.str8("from"), v.to = r.str8("to"), v.text = r.str16("text");
-      v.time_ms = r.i64("time");
+      v.time_ms = r.i64("time"), v.uid = static_cast<std::uint32_t>(r.u(4, "uid"));
       m = std::move(v);
       break;
     }
     case Type::kJoined: {
       Joined v;
       v.room = r.str8("room"), v.nick = r.str8("nick"), v.seq = r.u(8, "seq");
-      v.time_ms = r.i64("time");
+      v.time_ms = r.i64("time"), v.uid = static_cast<std::uint32_t>(r.u(4, "uid"));
       m = std::move(v);
       break;
     }
@@ -381,6 +383,7 @@ DecodeResult decode(std::span<const std::byte> frame) {
       const auto reason = r.u(1, "reason");
       if (reason > static_cast<std::uint8_t>(PartReason::kEvicted)) r.fail("bad part reason");
       v.reason = static_cast<PartReason>(reason);
+      v.uid = static_cast<std::uint32_t>(r.u(4, "uid"));
       m = std::move(v);
       break;
     }

@@ -18,7 +18,7 @@
 
 namespace chat::protocol {
 
-inline constexpr std::uint8_t kVersion = 1;
+inline constexpr std::uint8_t kVersion = 2;
 inline constexpr std::size_t kHeaderBytes = 8;
 
 enum class PartReason : std::uint8_t { kLeft = 0, kQuit = 1, kLost = 2, kEvicted = 3 };
@@ -75,18 +75,27 @@ struct RoomMessage {
   std::int64_t time_ms = 0;  // Unix epoch milliseconds
   bool action = false;
   bool history = false;
+  // The sender's Unix account, as the kernel told the server (a uid: one host, one passwd
+  // database; the client shows its login name). 4 bytes keep the largest message in a frame.
+  std::uint32_t uid = 0;
 };
 struct PrivateMessage {
   std::string from;
   std::string to;
   std::string text;
   std::int64_t time_ms = 0;
+  // The sender's Unix account, as the kernel told the server (a uid: one host, one passwd
+  // database; the client shows its login name). 4 bytes keep the largest message in a frame.
+  std::uint32_t uid = 0;
 };
 struct Joined {
   std::string room;
   std::string nick;
   std::uint64_t seq = 0;
   std::int64_t time_ms = 0;
+  // The sender's Unix account, as the kernel told the server (a uid: one host, one passwd
+  // database; the client shows its login name). 4 bytes keep the largest message in a frame.
+  std::uint32_t uid = 0;
 };
 struct Parted {
   std::string room;
@@ -94,6 +103,9 @@ struct Parted {
   std::uint64_t seq = 0;
   std::int64_t time_ms = 0;
   PartReason reason = PartReason::kLeft;
+  // The sender's Unix account, as the kernel told the server (a uid: one host, one passwd
+  // database; the client shows its login name). 4 bytes keep the largest message in a frame.
+  std::uint32_t uid = 0;
 };
 struct NickChanged {  // sent once per room the user is in (and once with empty room to them)
   std::string old_nick;

@@ -7,5 +7,9 @@ if [ "${IPCHAT_SKIP_INSTALL:-0}" != 1 ]; then
   ./scripts/install-deps.sh
 fi
 ./scripts/build.sh
+# The multi-user tests run chatd and clients under accounts of their own.
+if [ "$(id -u)" -eq 0 ]; then
+  ./scripts/test-accounts.sh
+fi
 cd "${IPCHAT_BUILD_DIR:-build}"
 ctest --output-on-failure --timeout 900 -j "$(nproc)"

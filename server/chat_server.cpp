@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <array>
+#include <optional>
 
+#include "common/access.hpp"
 #include "common/time.hpp"
 #include "common/validate.hpp"
 
@@ -25,13 +27,15 @@ struct ChatServer::Outbox {
 struct ChatServer::Session : std::enable_shared_from_this<Session> {
   ClientId id = 0;
   pid_t pid = 0;
+  uid_t uid = 0;
+  std::string user;             // the account's login name (or uid), shown as `user`
   std::string nick;             // empty until the hello is accepted
   std::set<std::string> rooms;  // folded names of the rooms it is in
   bool ended = false;           // quit, refused or evicted: further input is ignored
   Outbox out;
 
   std::string describe() const {
-    return "client " + std::to_string(id) + " (pid " + std::to_string(pid) +
+    return "client " + std::to_string(id) + " (pid " + std::to_string(pid) + ", user " + user +
            (nick.empty() ? std::string() : ", nick " + nick) + ")";
   }
 };
@@ -43,22 +47,32 @@ struct ChatServer::Room {
   std::deque<proto::RoomMessage> history;
 };
 
+std::string ChatServer::reserved_for_other(const Session& s, const std::string& nick) const {
+  if (!options_.reserve_account_nicks) return {};
+  const std::optional<uid_t> owner = human_account_named(nick);
+  if (!owner || *owner == s.uid) return {};
+  return "nickname " + nick + " is reserved: it is the login name of another account";
+}
+
 ChatServer::ChatServer(Link& link, const Logger& logger, ChatOptions options)
     : link_(link), logger_(logger), options_(options) {}
 
 ChatServer::~ChatServer() = default;
 
-void ChatServer::connected(ClientId id, pid_t pid) {
+void ChatServer::connected(ClientId id, pid_t pid, uid_t uid) {
   auto s = std::make_shared<Session>();
   s->id = id;
   s->pid = pid;
+  s->uid = uid;
+  s->user = account_name(uid);
   std::lock_guard lock(mutex_);
   if (shut_down_) {
     link_.close(id);
     return;
   }
   sessions_[id] = std::move(s);
-  logger_.debug("client " + std::to_string(id) + " connected (pid " + std::to_string(pid) + ")");
+  logger_.debug("client " + std::to_string(id) + " connected (pid " + std::to_string(pid) +
+                ", uid " + std::to_string(uid) + ")");
 }
 
 void ChatServer::received(ClientId id, std::span<const std::byte> frame) {
@@ -281,6 +295,9 @@ void ChatServer::hello(Session& s, proto::Hello&& m, Effects& fx) {
   if (by_nick_.contains(fold_name(m.nick))) {
     return refuse("nick_in_use", "nickname " + m.nick + " is already in use");
   }
+  if (const std::string why = reserved_for_other(s, m.nick); !why.empty()) {
+    return refuse("nick_reserved", why);
+  }
   if (by_nick_.size() >= options_.max_clients) {
     return refuse("server_full",
                   "the server is full (" + std::to_string(options_.max_clients) + " clients)");
@@ -304,6 +321,7 @@ void ChatServer::say(Session& s, proto::Say&& m, Effects& fx) {
   proto::RoomMessage msg;
   msg.room = room->name;
   msg.from = s.nick;
+  msg.uid = s.uid;
   msg.text = std::move(m.text);
   msg.seq = ++room->seq;
   msg.time_ms = now_unix_ms();
@@ -336,7 +354,7 @@ void ChatServer::join(Session& s, const std::string& name, Effects& fx) {
   }
   room.members[s.id] = &s;
   s.rooms.insert(key);
-  broadcast(room, proto::Joined{room.name, s.nick, ++room.seq, now_unix_ms()}, fx);
+  broadcast(room, proto::Joined{room.name, s.nick, ++room.seq, now_unix_ms(), s.uid}, fx);
 }
 
 void ChatServer::part(Session& s, const std::string& name, proto::PartReason reason, Effects& fx) {
@@ -347,7 +365,7 @@ void ChatServer::part(Session& s, const std::string& name, proto::PartReason rea
   }
   Room& room = *it->second;
   // The leaver sees its own part too: the last event of the room it receives.
-  broadcast(room, proto::Parted{room.name, s.nick, ++room.seq, now_unix_ms(), reason}, fx);
+  broadcast(room, proto::Parted{room.name, s.nick, ++room.seq, now_unix_ms(), reason, s.uid}, fx);
   room.members.erase(s.id);
   s.rooms.erase(key);
   if (room.members.empty()) rooms_.erase(it);
@@ -365,6 +383,9 @@ void ChatServer::nick(Session& s, proto::NickChange&& m, Effects& fx) {
   const std::string old_key = fold_name(s.nick), new_key = fold_name(m.nick);
   if (new_key != old_key && by_nick_.contains(new_key)) {
     return error(s, "nick_in_use", "nickname " + m.nick + " is already in use", fx);
+  }
+  if (const std::string why = reserved_for_other(s, m.nick); !why.empty()) {
+    return error(s, "nick_reserved", why, fx);
   }
   if (m.nick == s.nick) return;
   const std::string old_nick = s.nick;
@@ -390,7 +411,7 @@ void ChatServer::private_message(Session& s, proto::PrivateSend&& m, Effects& fx
   const auto it = is_valid_name(m.to) ? by_nick_.find(fold_name(m.to)) : by_nick_.end();
   if (it == by_nick_.end()) return error(s, "no_such_nick", "no such nick: " + m.to, fx);
   Session& to = *it->second;
-  const proto::PrivateMessage pm{s.nick, to.nick, std::move(m.text), now_unix_ms()};
+  const proto::PrivateMessage pm{s.nick, to.nick, std::move(m.text), now_unix_ms(), s.uid};
   const auto frame = std::make_shared<const proto::Frame>(proto::encode(pm));
   send_frame(to, frame, fx);
   if (&to != &s) send_frame(s, frame, fx);

@@ -53,6 +53,9 @@ struct ChatOptions {
   std::size_t max_clients = 256;
   std::size_t history = 100;
   std::size_t client_queue_bytes = 1 << 20;  // evict a client whose backlog grows past this
+  // With members of several accounts (--access other than user): a nick that is the login
+  // name of another human account is refused (nick_reserved), so nobody can pose as another.
+  bool reserve_account_nicks = false;
 };
 
 struct RoomStats {
@@ -65,6 +68,7 @@ struct RoomStats {
 struct ClientStats {
   ClientId id = 0;
   pid_t pid = 0;
+  std::string user;  // its Unix account, from the kernel
   std::string nick;  // empty until its hello is accepted
   std::vector<std::string> rooms;
   std::size_t queued_frames = 0;    // the backlog the server keeps for it...
@@ -93,7 +97,8 @@ class ChatServer {
   ChatServer(Link& link, const Logger& logger, ChatOptions options);
   ~ChatServer();
 
-  void connected(ClientId id, pid_t pid);
+  // A new client: process `pid` of account `uid`, as the kernel reported them.
+  void connected(ClientId id, pid_t pid, uid_t uid);
   void received(ClientId id, std::span<const std::byte> frame);
   // One frame from one client, for received(std::span<const Received>).
   struct Received {
@@ -144,6 +149,8 @@ class ChatServer {
   void receive_locked(ClientId id, std::span<const std::byte> frame, Effects& fx);
   void handle(Session& s, protocol::Message&& m, Effects& fx);
   void hello(Session& s, protocol::Hello&& m, Effects& fx);
+  // Why `s` may not take `nick` (nick_reserved), or empty if it may.
+  std::string reserved_for_other(const Session& s, const std::string& nick) const;
   void say(Session& s, protocol::Say&& m, Effects& fx);
   void join(Session& s, const std::string& room, Effects& fx);
   void part(Session& s, const std::string& room, protocol::PartReason reason, Effects& fx);

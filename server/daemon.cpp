@@ -97,7 +97,7 @@ void dispatch(ChatServer& chat, transport::ServerEvent& ev) {
   using Kind = transport::ServerEvent::Kind;
   switch (ev.kind) {
     case Kind::kConnected:
-      chat.connected(ev.client, ev.pid);
+      chat.connected(ev.client, ev.pid, ev.uid);
       break;
     case Kind::kFrame:
       chat.received(ev.client, ev.frame);
@@ -141,7 +141,7 @@ UniqueFd termination_signals() {
 }
 
 InstanceDir acquire(const DaemonOptions& o) {
-  return InstanceDir::acquire(resolve_runtime_base(o.runtime_dir), o.instance);
+  return InstanceDir::acquire(resolve_runtime_base(o.runtime_dir), o.instance, o.access);
 }
 
 }  // namespace
@@ -170,6 +170,7 @@ int run_daemon(const DaemonOptions& o, const Logger& logger) {
   lo.instance = o.instance;
   lo.max_clients = o.max_clients;
   lo.logger = &logger;
+  lo.access = o.access;
   std::unique_ptr<transport::ServerEndpoint> endpoint;
   std::optional<StatusListener> status;
   try {
@@ -191,7 +192,9 @@ int run_daemon(const DaemonOptions& o, const Logger& logger) {
   }
 
   EndpointLink link(*endpoint);
-  ChatServer chat(link, logger, {o.max_clients, o.history, o.client_queue_bytes});
+  ChatServer chat(link, logger,
+                  {o.max_clients, o.history, o.client_queue_bytes,
+                   o.access.kind() != AccessPolicy::Kind::kUser});
   // One per worker; declared before the pool, whose remaining tasks may use them as it stops.
   std::vector<WorkerState> workers(o.workers);
   ThreadPool pool(o.workers, kTasksPerWorker);

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <string>
 
+#include "common/access.hpp"
 #include "common/log.hpp"
 
 namespace chat::server {
@@ -17,6 +18,7 @@ struct DaemonOptions {
   std::size_t history = 100;
   std::size_t max_clients = 256;
   std::size_t client_queue_bytes = 1 << 20;
+  AccessPolicy access;  // who may connect (--access)
 };
 
 // Exit codes of chatd (DESIGN.md).

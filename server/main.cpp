@@ -47,6 +47,9 @@ po::options_description configurable() {
       "clients at once; further hellos get a server_full error")(
       "client-queue-bytes", po::value<long long>()->default_value(1 << 20),
       "backlog the server keeps for one slow client before evicting it")(
+      "access", po::value<std::string>()->default_value("user"),
+      "who may connect: user (this account only), group:NAME (members of group NAME too) or "
+      "all (every local account); the kernel tells the server who each client is")(
       "runtime-dir", po::value<std::string>()->default_value(""),
       "base directory (default $XDG_RUNTIME_DIR/ipchat, else /tmp/ipchat-UID); the instance "
       "lives in DIR/INSTANCE")("log-level", po::value<std::string>()->default_value("info"),
@@ -116,6 +119,17 @@ Parsed parse(int argc, char** argv) {
                      "' is not a valid name (1-32 of A-Z a-z 0-9 _ - .)");
   }
   d.runtime_dir = vm["runtime-dir"].as<std::string>();
+  try {
+    d.access = chat::AccessPolicy::parse(vm["access"].as<std::string>());
+  } catch (const UsageError& e) {
+    throw UsageError(src.describe("access") + ": " + e.what());
+  }
+  if (d.transport == "signal" && d.access.kind() != chat::AccessPolicy::Kind::kUser) {
+    throw UsageError(src.describe("access") +
+                     ": --transport=signal works only with --access=user: "
+                     "the kernel lets an unprivileged process signal only processes of its own "
+                     "account, so clients of other accounts could not wake the server");
+  }
   d.workers = in_range(vm, src, "workers", 1, 256);
   d.history = in_range(vm, src, "history", 0, 100000);
   d.max_clients = in_range(vm, src, "max-clients", 1, 4096);

@@ -1,6 +1,7 @@
 #include "transport/door.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -35,6 +36,20 @@ UniqueFd peer_pidfd(int socket, pid_t pid) {
   }
   // Older kernels: pidfd_open races with PID reuse only if the peer died this very moment.
   return open_pidfd(pid);
+}
+
+// Who the kernel lets through the instance dir `st`, in words: a client the kernel turned away
+// cannot ask the server, but the dir's mode says what the server's --access set.
+std::string who_may_enter(const struct stat& st) {
+  const std::string owner = account_name(st.st_uid);
+  if (st.st_mode & S_IXOTH) return "the server's --access does not admit this account";
+  if (st.st_mode & S_IXGRP) {
+    const group* g = ::getgrgid(st.st_gid);
+    const std::string name = g != nullptr ? g->gr_name : std::to_string(st.st_gid);
+    return "this chatd (--access=group:" + name + ") admits the account " + owner +
+           " and members of group " + name;
+  }
+  return "this chatd (--access=user) admits only the account " + owner;
 }
 
 [[noreturn]] void fail(ConnectError::Kind kind, const std::string& what) {
@@ -217,9 +232,8 @@ Pass enter(const std::filesystem::path& dir, Deadline deadline) {
         fail(ConnectError::Kind::kNoServer, "nothing listens on " + path.string());
       case EACCES:
       case EPERM:
-        fail(ConnectError::Kind::kPermission,
-             "permission denied: cannot connect to " + path.string() +
-                 " (the server's --access does not admit this account)");
+        fail(ConnectError::Kind::kPermission, "permission denied: cannot connect to " +
+                                                  path.string() + " (" + who_may_enter(st) + ")");
       case EAGAIN:  // the listen backlog is full: the server is busy accepting
         if (Clock::now() >= deadline)
           fail(ConnectError::Kind::kTimeout, "the server's door stays full");

@@ -42,36 +42,46 @@ BOOST_AUTO_TEST_CASE(welcome) {
 }
 
 BOOST_AUTO_TEST_CASE(message) {
-  const json j = jsonl(proto::RoomMessage{"lobby", "alice", "hi \"there\"", 7, kTime, false, true});
+  const json j =
+      jsonl(proto::RoomMessage{"lobby", "alice", "hi \"there\"", 7, kTime, false, true, 0});
   BOOST_TEST(j["event"] == "message");
   BOOST_TEST(j["room"] == "lobby");
   BOOST_TEST(j["from"] == "alice");
+  BOOST_TEST(j["user"] == "root");
   BOOST_TEST(j["text"] == "hi \"there\"");
   BOOST_TEST(j["seq"] == 7);
   BOOST_TEST(j["time"] == kTimeText);
   BOOST_TEST(j["action"] == false);
   BOOST_TEST(j["history"] == true);
-  BOOST_TEST(jsonl(proto::RoomMessage{"r", "f", "t", 1, 0, true, false})["action"] == true);
+  BOOST_TEST(jsonl(proto::RoomMessage{"r", "f", "t", 1, 0, true, false, 0})["action"] == true);
+}
+
+BOOST_AUTO_TEST_CASE(user_is_the_login_name_or_the_uid) {
+  BOOST_TEST(jsonl(proto::Joined{"r", "n", 1, 0, 0})["user"] == "root");
+  BOOST_TEST(jsonl(proto::Joined{"r", "n", 1, 0, 4'000'000'000u})["user"] == "4000000000");
 }
 
 BOOST_AUTO_TEST_CASE(private_join_part) {
-  const json p = jsonl(proto::PrivateMessage{"alice", "bob", "psst", kTime});
-  BOOST_TEST(p == json::parse(std::string(R"({"event":"private","from":"alice","to":"bob",
+  const json p = jsonl(proto::PrivateMessage{"alice", "bob", "psst", kTime, 0});
+  BOOST_TEST(p ==
+             json::parse(std::string(R"({"event":"private","from":"alice","user":"root","to":"bob",
                                               "text":"psst","time":")") +
-                              kTimeText + "\"}"));
-  const json j = jsonl(proto::Joined{"lobby", "bob", 2, kTime});
-  BOOST_TEST(j == json::parse(std::string(R"({"event":"join","room":"lobby","nick":"bob",
+                         kTimeText + "\"}"));
+  const json j = jsonl(proto::Joined{"lobby", "bob", 2, kTime, 0});
+  BOOST_TEST(j ==
+             json::parse(std::string(R"({"event":"join","room":"lobby","nick":"bob","user":"root",
                                               "seq":2,"time":")") +
-                              kTimeText + "\"}"));
+                         kTimeText + "\"}"));
   const std::pair<proto::PartReason, const char*> reasons[] = {
       {proto::PartReason::kLeft, "left"},
       {proto::PartReason::kQuit, "quit"},
       {proto::PartReason::kLost, "lost"},
       {proto::PartReason::kEvicted, "evicted"}};
   for (const auto& [reason, name] : reasons) {
-    const json part = jsonl(proto::Parted{"lobby", "bob", 3, kTime, reason});
+    const json part = jsonl(proto::Parted{"lobby", "bob", 3, kTime, reason, 0});
     BOOST_TEST(part["event"] == "part");
     BOOST_TEST(part["nick"] == "bob");
+    BOOST_TEST(part["user"] == "root");
     BOOST_TEST(part["seq"] == 3);
     BOOST_TEST(part["reason"] == name);
     BOOST_TEST(part["time"] == kTimeText);
@@ -117,7 +127,7 @@ BOOST_AUTO_TEST_CASE(sync_ack_is_not_shown) {
 BOOST_AUTO_TEST_CASE(control_and_invalid_bytes_stay_inside_one_line) {
   // Whatever the server let through, the output is one parseable line.
   const std::string line =
-      to_jsonl(proto::RoomMessage{"r", "f", "a\nb\x1b[2J\xC0\xAF", 1, 0, false, false}, kPlain);
+      to_jsonl(proto::RoomMessage{"r", "f", "a\nb\x1b[2J\xC0\xAF", 1, 0, false, false, 0}, kPlain);
   BOOST_TEST(line.find('\n') == std::string::npos);
   BOOST_TEST(line.find('\x1b') == std::string::npos);
   const json j = json::parse(line);
@@ -130,25 +140,25 @@ BOOST_AUTO_TEST_SUITE(render_text)
 
 BOOST_AUTO_TEST_CASE(messages) {
   const std::string m =
-      to_text(proto::RoomMessage{"lobby", "alice", "hi", 1, kTime, false, false}, kPlain);
+      to_text(proto::RoomMessage{"lobby", "alice", "hi", 1, kTime, false, false, 0}, kPlain);
   BOOST_TEST(has(m, "#lobby <alice> hi"), m);
   BOOST_TEST(m.front() == '[');  // the time stamp
   const std::string a =
-      to_text(proto::RoomMessage{"lobby", "alice", "waves", 1, kTime, true, false}, kPlain);
+      to_text(proto::RoomMessage{"lobby", "alice", "waves", 1, kTime, true, false, 0}, kPlain);
   BOOST_TEST(has(a, "* alice waves"), a);
   const std::string h =
-      to_text(proto::RoomMessage{"lobby", "alice", "old", 1, kTime, false, true}, kPlain);
+      to_text(proto::RoomMessage{"lobby", "alice", "old", 1, kTime, false, true, 0}, kPlain);
   BOOST_TEST(has(h, "(history)"), h);
-  const std::string p = to_text(proto::PrivateMessage{"alice", "bob", "psst", kTime}, kPlain);
+  const std::string p = to_text(proto::PrivateMessage{"alice", "bob", "psst", kTime, 0}, kPlain);
   BOOST_TEST(has(p, "[private] <alice -> bob> psst"), p);
 }
 
 BOOST_AUTO_TEST_CASE(events) {
   BOOST_TEST(has(to_text(proto::Welcome{"alice", "lobby"}, kPlain), "alice"));
   BOOST_TEST(has(to_text(proto::Welcome{"alice", "lobby"}, kPlain), "#lobby"));
-  BOOST_TEST(has(to_text(proto::Joined{"lobby", "bob", 2, kTime}, kPlain), "bob joined #lobby"));
+  BOOST_TEST(has(to_text(proto::Joined{"lobby", "bob", 2, kTime, 0}, kPlain), "bob joined #lobby"));
   BOOST_TEST(
-      has(to_text(proto::Parted{"lobby", "bob", 3, kTime, proto::PartReason::kEvicted}, kPlain),
+      has(to_text(proto::Parted{"lobby", "bob", 3, kTime, proto::PartReason::kEvicted, 0}, kPlain),
           "bob left #lobby (evicted)"));
   BOOST_TEST(has(to_text(proto::NickChanged{"alice", "alicia", "lobby", 4, kTime}, kPlain),
                  "alice is now known as alicia (#lobby)"));
@@ -164,10 +174,10 @@ BOOST_AUTO_TEST_CASE(events) {
 
 BOOST_AUTO_TEST_CASE(server_bytes_cannot_drive_the_terminal) {
   const proto::Message hostile[] = {
-      proto::RoomMessage{"lo\x1b]0;x\x07", "ev\x1bil", "\x1b[2J\x1b[H\r", 1, kTime, true, true},
-      proto::PrivateMessage{"\x1b[31m", "b\x1b", "\x9b[2J \xC2\x9B[2J", kTime},
-      proto::Joined{"\x1b", "\x1b", 1, kTime},
-      proto::Parted{"\x1b", "\x1b", 1, kTime, proto::PartReason::kLeft},
+      proto::RoomMessage{"lo\x1b]0;x\x07", "ev\x1bil", "\x1b[2J\x1b[H\r", 1, kTime, true, true, 0},
+      proto::PrivateMessage{"\x1b[31m", "b\x1b", "\x9b[2J \xC2\x9B[2J", kTime, 0},
+      proto::Joined{"\x1b", "\x1b", 1, kTime, 0},
+      proto::Parted{"\x1b", "\x1b", 1, kTime, proto::PartReason::kLeft, 0},
       proto::NickChanged{"\x1b", "\x1b", "\x1b", 1, kTime},
       proto::WhoReply{"\x1b", {"\x1b", "a\rb"}, false},
       proto::RoomsReply{{{"\x1b", 1}}, false},
@@ -195,7 +205,7 @@ BOOST_AUTO_TEST_CASE(server_bytes_cannot_drive_the_terminal) {
 
 BOOST_AUTO_TEST_CASE(nick_colours_are_stable_and_case_insensitive) {
   const auto line = [](const std::string& nick) {
-    return to_text(proto::RoomMessage{"lobby", nick, "hi", 1, kTime, false, false}, kColor);
+    return to_text(proto::RoomMessage{"lobby", nick, "hi", 1, kTime, false, false, 0}, kColor);
   };
   const auto colour_of = [](const std::string& s) {
     const std::size_t at = s.find("<\x1b[");
@@ -211,7 +221,7 @@ BOOST_AUTO_TEST_CASE(nick_colours_are_stable_and_case_insensitive) {
   }
   BOOST_TEST(used.size() > 1u);
   // Without colour there are no escapes at all.
-  BOOST_TEST(to_text(proto::RoomMessage{"lobby", "alice", "hi", 1, kTime, false, true}, kPlain)
+  BOOST_TEST(to_text(proto::RoomMessage{"lobby", "alice", "hi", 1, kTime, false, true, 0}, kPlain)
                  .find('\x1b') == std::string::npos);
 }
 

@@ -197,6 +197,7 @@ BOOST_AUTO_TEST_CASE(documented_example_config_loads) {
       ("history", po::value<long long>(), "")             //
       ("max-clients", po::value<long long>(), "")         //
       ("client-queue-bytes", po::value<long long>(), "")  //
+      ("access", po::value<std::string>(), "")            //
       ("runtime-dir", po::value<std::string>(), "")       //
       ("log-level", po::value<std::string>(), "");
   po::variables_map vm;

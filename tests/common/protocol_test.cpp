@@ -7,6 +7,7 @@
 
 #include <boost/test/unit_test.hpp>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <set>
 #include <stdexcept>
@@ -145,18 +146,18 @@ std::vector<Message> samples() {
       Quit{""},
       Sync{0xFEDCBA9876543210ULL},
       Welcome{"alice", "lobby"},
-      RoomMessage{"lobby", "alice", "hi", 7, 1700000000123, false, false},
-      RoomMessage{"lobby", "alice", "waves", 8, -5, true, false},
-      RoomMessage{"lobby", "alice", "old", 9, 1, false, true},
-      RoomMessage{"lobby", "alice", "old wave", 10, 2, true, true},
-      RoomMessage{name32, name32, long_text, ~0ULL, INT64_MIN, true, true},
-      PrivateMessage{"alice", "bob", "secret \xE2\x9C\x93", 42},
-      PrivateMessage{name32, name32, long_text, INT64_MAX},
-      Joined{"lobby", "bob", 2, 1234},
-      Parted{"lobby", "bob", 3, 1235, PartReason::kLeft},
-      Parted{"lobby", "bob", 3, 1235, PartReason::kQuit},
-      Parted{"lobby", "bob", 3, 1235, PartReason::kLost},
-      Parted{"lobby", "bob", 3, 1235, PartReason::kEvicted},
+      RoomMessage{"lobby", "alice", "hi", 7, 1700000000123, false, false, 0},
+      RoomMessage{"lobby", "alice", "waves", 8, -5, true, false, 0},
+      RoomMessage{"lobby", "alice", "old", 9, 1, false, true, 0},
+      RoomMessage{"lobby", "alice", "old wave", 10, 2, true, true, 0},
+      RoomMessage{name32, name32, long_text, ~0ULL, INT64_MIN, true, true, 4294967295u},
+      PrivateMessage{"alice", "bob", "secret \xE2\x9C\x93", 42, 0},
+      PrivateMessage{name32, name32, long_text, INT64_MAX, 1001},
+      Joined{"lobby", "bob", 2, 1234, 1000},
+      Parted{"lobby", "bob", 3, 1235, PartReason::kLeft, 0},
+      Parted{"lobby", "bob", 3, 1235, PartReason::kQuit, 0},
+      Parted{"lobby", "bob", 3, 1235, PartReason::kLost, 0},
+      Parted{"lobby", "bob", 3, 1235, PartReason::kEvicted, 0},
       NickChanged{"alice", "alicia", "lobby", 4, 99},
       NickChanged{"alice", "alicia", "", 0, 99},
       WhoReply{"lobby", {"alice", "bob", "carol"}, false},
@@ -197,7 +198,8 @@ BOOST_AUTO_TEST_CASE(largest_room_message_fits_in_a_frame) {
                 1,
                 1,
                 true,
-                true};
+                true,
+                std::numeric_limits<std::uint32_t>::max()};
   const Frame f = encode(m);
   BOOST_TEST(f.size() <= kMaxFrameBytes);
   const DecodeResult r = decode(f);
@@ -209,7 +211,7 @@ BOOST_AUTO_TEST_CASE(largest_room_message_fits_in_a_frame) {
 BOOST_AUTO_TEST_CASE(flags_are_independent) {
   for (bool action : {false, true}) {
     for (bool history : {false, true}) {
-      const auto r = decode(encode(RoomMessage{"r", "f", "t", 1, 1, action, history}));
+      const auto r = decode(encode(RoomMessage{"r", "f", "t", 1, 1, action, history, 0}));
       BOOST_TEST_REQUIRE(r.message.has_value());
       BOOST_TEST(std::get<RoomMessage>(*r.message).action == action);
       BOOST_TEST(std::get<RoomMessage>(*r.message).history == history);
@@ -340,7 +342,7 @@ BOOST_AUTO_TEST_CASE(empty_and_short_frames) {
 
 BOOST_AUTO_TEST_CASE(wrong_version) {
   Frame f = encode(Join{"lobby"});
-  for (int v : {0, 2, 255}) {
+  for (int v : {0, kVersion - 1, kVersion + 1, 255}) {
     f[0] = std::byte{static_cast<std::uint8_t>(v)};
     BOOST_TEST(rejected(f).find("version") != std::string::npos);
   }
@@ -348,7 +350,7 @@ BOOST_AUTO_TEST_CASE(wrong_version) {
 
 BOOST_AUTO_TEST_CASE(unknown_type) {
   for (int t : {0, 11, 63, 76, 128, 255}) {
-    BOOST_TEST(rejected(raw(1, t, 0, {})).find("type") != std::string::npos, "type " << t);
+    BOOST_TEST(rejected(raw(kVersion, t, 0, {})).find("type") != std::string::npos, "type " << t);
   }
 }
 
@@ -368,24 +370,24 @@ BOOST_AUTO_TEST_CASE(payload_length_mismatch) {
 BOOST_AUTO_TEST_CASE(truncated_fields) {
   constexpr int kJoin = 3, kNotice = 72, kSync = 10, kRoomMessage = 65, kWho = 70, kRooms = 71;
   // str8 claims 10 bytes, 3 present.
-  BOOST_TEST(rejected(raw(1, kJoin, 0, bytes({10, 'a', 'b', 'c'}))).find("room") !=
+  BOOST_TEST(rejected(raw(kVersion, kJoin, 0, bytes({10, 'a', 'b', 'c'}))).find("room") !=
              std::string::npos);
   // str8 length byte itself missing.
-  rejected(raw(1, kJoin, 0, {}));
+  rejected(raw(kVersion, kJoin, 0, {}));
   // str16 claims 100 bytes, 5 present; and a str16 whose length is cut after one byte.
-  rejected(raw(1, kNotice, 0, bytes({100, 0, 'h', 'e', 'l', 'l', 'o'})));
-  rejected(raw(1, kNotice, 0, bytes({5})));
+  rejected(raw(kVersion, kNotice, 0, bytes({100, 0, 'h', 'e', 'l', 'l', 'o'})));
+  rejected(raw(kVersion, kNotice, 0, bytes({5})));
   // u64 with 7 of 8 bytes.
-  BOOST_TEST(rejected(raw(1, kSync, 0, bytes({1, 2, 3, 4, 5, 6, 7}))).find("token") !=
+  BOOST_TEST(rejected(raw(kVersion, kSync, 0, bytes({1, 2, 3, 4, 5, 6, 7}))).find("token") !=
              std::string::npos);
   // RoomMessage missing its time.
-  rejected(raw(1, kRoomMessage, 0,
+  rejected(raw(kVersion, kRoomMessage, 0,
                str8("r") + str8("f") + bytes({1, 0, 't'}) + bytes({1, 0, 0, 0, 0, 0, 0, 0})));
   // Lists whose count promises more entries than present.
-  rejected(raw(1, kWho, 0, str8("r") + bytes({3, 0}) + str8("a") + str8("b")));
-  rejected(raw(1, kWho, 0, str8("r") + bytes({0xFF, 0xFF})));
-  rejected(raw(1, kRooms, 0, bytes({2, 0}) + str8("a") + bytes({1, 0, 0, 0}) + str8("b")));
-  rejected(raw(1, kRooms, 0, bytes({1, 0}) + str8("a") + bytes({1, 0, 0})));
+  rejected(raw(kVersion, kWho, 0, str8("r") + bytes({3, 0}) + str8("a") + str8("b")));
+  rejected(raw(kVersion, kWho, 0, str8("r") + bytes({0xFF, 0xFF})));
+  rejected(raw(kVersion, kRooms, 0, bytes({2, 0}) + str8("a") + bytes({1, 0, 0, 0}) + str8("b")));
+  rejected(raw(kVersion, kRooms, 0, bytes({1, 0}) + str8("a") + bytes({1, 0, 0})));
 }
 
 BOOST_AUTO_TEST_CASE(trailing_bytes) {
@@ -409,17 +411,17 @@ BOOST_AUTO_TEST_CASE(unknown_flags) {
   BOOST_TEST(rejected(with_flags(Join{"a"}, 1)).find("flags") != std::string::npos);
   rejected(with_flags(Hello{"a", "b"}, 0x8000));
   rejected(with_flags(Say{"a", "b", false}, 2));  // history is not a Say flag
-  rejected(with_flags(RoomMessage{"a", "b", "c", 1, 1, false, false}, 4));
-  rejected(with_flags(RoomMessage{"a", "b", "c", 1, 1, false, false}, 0x100));
+  rejected(with_flags(RoomMessage{"a", "b", "c", 1, 1, false, false, 0}, 4));
+  rejected(with_flags(RoomMessage{"a", "b", "c", 1, 1, false, false, 0}, 0x100));
   rejected(with_flags(WhoReply{"a", {}, false}, 1));
   rejected(with_flags(RoomsReply{{}, false}, 2));
   rejected(with_flags(SyncAck{1}, 4));
 }
 
 BOOST_AUTO_TEST_CASE(bad_enum_values) {
-  Frame parted = encode(Parted{"r", "n", 1, 1, PartReason::kEvicted});
+  Frame parted = encode(Parted{"r", "n", 1, 1, PartReason::kEvicted, 0});
   for (int v : {4, 5, 255}) {
-    parted.back() = std::byte{static_cast<std::uint8_t>(v)};
+    parted[parted.size() - 5] = std::byte{static_cast<std::uint8_t>(v)};  // before the uid
     BOOST_TEST(rejected(parted).find("reason") != std::string::npos);
   }
   Frame disc = encode(Disconnected{DisconnectReason::kEvicted});
@@ -434,14 +436,14 @@ BOOST_AUTO_TEST_CASE(frame_larger_than_the_limit) {
   const std::size_t text = kMaxFrameBytes + 1 - kHeaderBytes - 2;
   Frame payload = bytes({static_cast<int>(text & 0xFF), static_cast<int>(text >> 8)});
   payload.resize(payload.size() + text, std::byte{'a'});
-  const Frame f = raw(1, 72, 0, payload);
+  const Frame f = raw(kVersion, 72, 0, payload);
   BOOST_TEST_REQUIRE(f.size() == kMaxFrameBytes + 1);
   BOOST_TEST(rejected(f).find("larger") != std::string::npos);
   // One byte less is fine.
   Frame ok_payload =
       bytes({static_cast<int>((text - 1) & 0xFF), static_cast<int>((text - 1) >> 8)});
   ok_payload.resize(ok_payload.size() + text - 1, std::byte{'a'});
-  BOOST_TEST(decode(raw(1, 72, 0, ok_payload)).message.has_value());
+  BOOST_TEST(decode(raw(kVersion, 72, 0, ok_payload)).message.has_value());
 }
 
 // ---- brute force ----

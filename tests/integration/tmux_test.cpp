@@ -210,7 +210,7 @@ class HostileServer {
     if (!hello || !std::holds_alternative<proto::Hello>(*hello)) return false;
     const auto& h = std::get<proto::Hello>(*hello);
     send(proto::Welcome{h.nick, room});
-    send(proto::Joined{room, h.nick, ++seq_, chat::now_unix_ms()});
+    send(proto::Joined{room, h.nick, ++seq_, chat::now_unix_ms(), 0});
     return true;
   }
 

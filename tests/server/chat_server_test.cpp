@@ -2,11 +2,15 @@
 // rooms, commands, history, slow and broken clients, shutdown, and several threads at once.
 #include "server/chat_server.hpp"
 
+#include <pwd.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <boost/test/unit_test.hpp>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <vector>
@@ -131,7 +135,9 @@ class Harness {
   Harness(const Harness&) = delete;
   Harness& operator=(const Harness&) = delete;
 
-  void connect(ClientId id) { server.connected(id, static_cast<pid_t>(1000 + id)); }
+  void connect(ClientId id, uid_t uid = ::geteuid()) {
+    server.connected(id, static_cast<pid_t>(1000 + id), uid);
+  }
   void send(ClientId id, const Message& m) {
     const proto::Frame f = proto::encode(m);
     server.received(id, f);
@@ -254,6 +260,64 @@ BOOST_AUTO_TEST_CASE(hello_gets_welcome_and_join) {
   BOOST_TEST(j.time_ms <= now_unix_ms());
   BOOST_TEST(h.server.stats().clients == 1u);
   BOOST_TEST(h.server.stats().rooms == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(events_carry_the_account_the_kernel_named) {
+  Harness h;
+  h.connect(1, 0);
+  h.send(1, proto::Hello{"alice", "lobby"});
+  h.connect(2, 4'000'000'000u);
+  h.send(2, proto::Hello{"bob", "lobby"});
+  h.say(2, "hi");
+  h.send(2, proto::PrivateSend{"alice", "psst"});
+  h.send(2, proto::Part{"lobby"});
+  const auto msgs = h.of(1);
+  BOOST_TEST(all_of<proto::Joined>(msgs).at(0).uid == 0u);
+  BOOST_TEST(all_of<proto::Joined>(msgs).at(1).uid == 4'000'000'000u);
+  BOOST_TEST(all_of<proto::RoomMessage>(msgs).at(0).uid == 4'000'000'000u);
+  BOOST_TEST(all_of<proto::PrivateMessage>(msgs).at(0).uid == 4'000'000'000u);
+  BOOST_TEST(all_of<proto::Parted>(msgs).at(0).uid == 4'000'000'000u);
+}
+
+// The login name of a human account (uid >= 1000) on this machine, if there is one.
+std::optional<std::pair<std::string, uid_t>> some_human_account() {
+  for (const char* name : {"ipchat-ann", "ipchat-bob"}) {
+    if (const passwd* pw = ::getpwnam(name); pw != nullptr) return std::pair{name, pw->pw_uid};
+  }
+  return std::nullopt;
+}
+
+BOOST_AUTO_TEST_CASE(nick_of_another_account_is_reserved_only_when_accounts_share_a_server) {
+  const auto account = some_human_account();
+  if (!account) {
+    BOOST_TEST_MESSAGE("skipped: no test account (scripts/test-accounts.sh creates them)");
+    return;
+  }
+  const auto& [name, uid] = *account;
+  {
+    ChatOptions o;
+    o.reserve_account_nicks = true;
+    Harness h(o);
+    h.connect(1, uid + 100);
+    h.send(1, proto::Hello{name, "lobby"});
+    BOOST_TEST(error_codes(h.of(1)) == std::vector<std::string>{"nick_reserved"});
+    h.connect(2, uid + 100);
+    h.send(2, proto::Hello{"someone", "lobby"});
+    h.send(2, proto::NickChange{name});
+    BOOST_TEST(error_codes(h.of(2)) == std::vector<std::string>{"nick_reserved"});
+    // The account itself may use its own name, in any case.
+    h.connect(3, uid);
+    std::string upper = name;
+    for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    h.send(3, proto::Hello{upper, "lobby"});
+    BOOST_TEST(error_codes(h.of(3)).empty());
+  }
+  {
+    Harness h;  // one account only (--access=user): names are free
+    h.connect(1, uid + 100);
+    h.send(1, proto::Hello{name, "lobby"});
+    BOOST_TEST(error_codes(h.of(1)).empty());
+  }
 }
 
 BOOST_AUTO_TEST_CASE(second_client_sees_join_seq_2) {
@@ -652,7 +716,7 @@ BOOST_AUTO_TEST_CASE(server_message_from_a_client_disconnects_it) {
   h.hello(1, "alice");
   h.hello(2, "bob");
   h.clear(1);
-  h.send(2, proto::RoomMessage{"lobby", "alice", "forged", 99, 0, false, false});
+  h.send(2, proto::RoomMessage{"lobby", "alice", "forged", 99, 0, false, false, 0});
   BOOST_TEST(h.link.closes(2) == 1);
   const auto m = h.of(1);
   BOOST_TEST_REQUIRE(m.size() == 1u);

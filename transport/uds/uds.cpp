@@ -11,6 +11,7 @@
 
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 
 #include "common/error.hpp"
@@ -23,24 +24,12 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr char kSocketName[] = "uds.sock";
 // The kernel doubles this; the socket then holds well under kMaxTransportBufferBytes.
 constexpr int kSendBufferBytes = 64 << 10;
 constexpr std::size_t kFramesPerClientPerPoll = 64;
 constexpr std::uint64_t kListenKey = 0;
 constexpr std::uint64_t kWakeKey = 1;
 constexpr ClientId kFirstClientId = 2;
-
-sockaddr_un address_of(const std::filesystem::path& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  const std::string s = path.string();
-  if (s.size() >= sizeof addr.sun_path) {
-    throw std::runtime_error("socket path too long for AF_UNIX: " + s);
-  }
-  std::memcpy(addr.sun_path, s.c_str(), s.size() + 1);
-  return addr;
-}
 
 // Receives one packet; returns its size, 0 on orderly close, -1 with errno. A packet larger
 // than a frame is reported as -1/EMSGSIZE.
@@ -61,44 +50,26 @@ ssize_t receive_packet(int fd, Frame& frame, int flags) {
 
 class Server final : public ServerEndpoint {
  public:
+  // The door's connection is the channel: an admitted client keeps the socket it knocked on.
   explicit Server(const ListenOptions& o)
-      : logger_(o.logger),
-        path_(o.dir / kSocketName),
+      : instance_(o.instance),
+        door_(o.dir, o.access, o.logger),
         epoll_(::epoll_create1(EPOLL_CLOEXEC)),
         wake_fd_(make_eventfd("uds server")) {
     if (!epoll_) throw_system_error("epoll_create1", "uds server");
-    listen_fd_.reset(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!listen_fd_) throw_system_error("socket", path_.string());
-    const sockaddr_un addr = address_of(path_);
-    if (::bind(listen_fd_.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-      throw_system_error("bind", path_.string());
-    }
-    // bind() applied the umask; the directory is 0700 already, but make the socket 0600 too.
-    if (::chmod(path_.c_str(), 0600) != 0) throw_system_error("chmod", path_.string());
-    if (::listen(listen_fd_.get(), 128) != 0) throw_system_error("listen", path_.string());
-    add(listen_fd_.get(), kListenKey, EPOLLIN);
+    add(door_.fd(), kListenKey, EPOLLIN);
     add(wake_fd_.get(), kWakeKey, EPOLLIN);
   }
-
-  ~Server() override { ::unlink(path_.c_str()); }
 
   void poll(std::vector<ServerEvent>& events, Deadline deadline) override {
     {
       std::lock_guard lock(mutex_);
       closing_.clear();
     }
-    if (accept_paused_until_ != Deadline{}) {
-      if (Clock::now() >= accept_paused_until_) {
-        modify(listen_fd_.get(), kListenKey, EPOLLIN);
-        accept_paused_until_ = Deadline{};
-      } else {
-        deadline = std::min(deadline, accept_paused_until_);
-      }
-    }
     epoll_event ready[64];
     const int n = retry_eintr(
         [&] { return ::epoll_wait(epoll_.get(), ready, 64, poll_timeout_ms(deadline)); });
-    if (n < 0) throw_system_error("epoll_wait", path_.string());
+    if (n < 0) throw_system_error("epoll_wait", door_.path().string());
     for (int i = 0; i < n; ++i) {
       const std::uint64_t key = ready[i].data.u64;
       if (key == kListenKey) {
@@ -157,7 +128,7 @@ class Server final : public ServerEndpoint {
     return static_cast<std::size_t>(bytes);
   }
 
-  nlohmann::json objects() const override { return {{"socket", path_.string()}}; }
+  nlohmann::json objects() const override { return {{"socket", door_.path().string()}}; }
 
  private:
   struct Conn {
@@ -173,7 +144,7 @@ class Server final : public ServerEndpoint {
     ev.events = events;
     ev.data.u64 = key;
     if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
-      throw_system_error("epoll_ctl(ADD)", path_.string());
+      throw_system_error("epoll_ctl(ADD)", door_.path().string());
     }
   }
 
@@ -185,41 +156,20 @@ class Server final : public ServerEndpoint {
   }
 
   void accept_all(std::vector<ServerEvent>& events) {
-    for (;;) {
-      UniqueFd fd(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-      if (!fd) {
-        if (errno == EINTR || errno == ECONNABORTED) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-        if (logger_) {
-          logger_->warn(std::string("accept on ") + path_.string() + ": " + std::strerror(errno) +
-                        "; not accepting for 100 ms");
-        }
-        // The listen socket stays readable while we cannot accept (out of descriptors, say):
-        // stop watching it for a while rather than spin on it.
-        modify(listen_fd_.get(), kListenKey, 0);
-        accept_paused_until_ = Clock::now() + std::chrono::milliseconds(100);
-        return;
-      }
-      ucred cred{};
-      socklen_t len = sizeof cred;
-      if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
-          cred.uid != ::geteuid()) {
-        if (logger_) logger_->warn("uds: refused a connection from another user");
-        continue;
-      }
+    while (std::optional<door::Guest> guest = door_.accept()) {
       const int sndbuf = kSendBufferBytes;
-      ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+      ::setsockopt(guest->socket.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+      door::Grant grant;
+      grant.transport = "uds";
+      grant.instance = instance_;
+      // Nothing to hand over: the client already holds its end of this socket.
+      if (!door::grant(guest->socket.get(), grant)) continue;
       Conn conn;
-      conn.pid = cred.pid;
-      try {
-        conn.pidfd = open_pidfd(cred.pid);
-      } catch (const std::system_error& e) {
-        if (logger_) logger_->warn(std::string("uds: refusing a client: ") + e.what());
-        continue;
-      }
+      conn.pid = guest->peer.pid;
+      conn.pidfd = std::move(guest->pidfd);
       const ClientId id = next_id_++;
-      add(fd.get(), id, EPOLLIN);
-      conn.fd = std::move(fd);
+      add(guest->socket.get(), id, EPOLLIN);
+      conn.fd = std::move(guest->socket);
       {
         std::lock_guard lock(mutex_);
         clients_.emplace(id, std::move(conn));
@@ -227,7 +177,8 @@ class Server final : public ServerEndpoint {
       ServerEvent ev;
       ev.kind = ServerEvent::Kind::kConnected;
       ev.client = id;
-      ev.pid = cred.pid;
+      ev.pid = guest->peer.pid;
+      ev.uid = guest->peer.uid;
       events.push_back(std::move(ev));
     }
   }
@@ -287,43 +238,26 @@ class Server final : public ServerEndpoint {
     events.push_back(std::move(ev));
   }
 
-  const Logger* logger_;
-  std::filesystem::path path_;
+  std::string instance_;
+  door::Door door_;
   UniqueFd epoll_;
   UniqueFd wake_fd_;
-  UniqueFd listen_fd_;
   std::mutex mutex_;  // guards clients_ and closing_
   std::unordered_map<ClientId, Conn> clients_;
   std::vector<Conn> closing_;
   ClientId next_id_ = kFirstClientId;
-  Deadline accept_paused_until_{};  // I/O thread only
 };
 
 class Client final : public ClientConnection {
  public:
-  explicit Client(const ConnectOptions& o)
-      : fd_(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)),
+  // The connection made at the door is the channel; the server is its peer.
+  explicit Client(ConnectOptions o)
+      : fd_(std::move(o.pass.socket)),
         wake_fd_(make_eventfd("uds client")),
-        server_pidfd_(open_pidfd(o.server_pid)) {
-    if (!fd_) throw_system_error("socket", "uds client");
-    if (!server_pidfd_)
+        server_pidfd_(std::move(o.pass.server_pidfd)) {
+    if (!fd_) throw ConnectError(ConnectError::Kind::kOther, "uds: no connection from the door");
+    if (!server_pidfd_) {
       throw ConnectError(ConnectError::Kind::kNoServer, "the server process has exited");
-    const auto path = o.dir / kSocketName;
-    const sockaddr_un addr = address_of(path);
-    if (retry_eintr([&] {
-          return ::connect(fd_.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
-        }) != 0) {
-      const int err = errno;
-      throw ConnectError(err == ENOENT || err == ECONNREFUSED ? ConnectError::Kind::kNoServer
-                                                              : ConnectError::Kind::kOther,
-                         "connect " + path.string() + ": " + std::strerror(err));
-    }
-    ucred cred{};
-    socklen_t len = sizeof cred;
-    if (::getsockopt(fd_.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
-        cred.uid != ::geteuid() || cred.pid != o.server_pid) {
-      throw ConnectError(ConnectError::Kind::kOther,
-                         path.string() + " is not served by the chatd in instance.json");
     }
   }
 
@@ -392,7 +326,7 @@ std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options) {
 }
 
 std::unique_ptr<ClientConnection> connect(ConnectOptions options) {
-  return std::make_unique<Client>(options);
+  return std::make_unique<Client>(std::move(options));
 }
 
 std::vector<std::string> cleanup(const CleanupOptions& options) {
