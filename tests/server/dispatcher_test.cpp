@@ -322,8 +322,9 @@ BOOST_AUTO_TEST_CASE(a_full_worker_queue_holds_up_polling_and_loses_nothing) {
   join(h, 1, "alice", "lobby");
   h.endpoint.hold(1);  // the worker's next delivery to alice waits
   std::vector<ServerEvent> first;
-  for (std::size_t i = 0; i <= kInlineEvents; ++i)
+  for (std::size_t i = 0; i <= kInlineEvents; ++i) {
     first.push_back(say(1, "lobby", "m" + std::to_string(i)));
+  }
   h.endpoint.feed(std::move(first));  // queued: the worker takes it and gets stuck delivering
   // Single frames, each a task of its own since the worker is busy: more than its queue and
   // the tasks it can put its delivery off for.
