@@ -1,4 +1,4 @@
-// chat-bench: every transport measured side by side in one run (issue 6).
+// chat-bench: every transport measured side by side in one run.
 //
 //   chat-bench [--transports=LIST] [--quick] [--json FILE] [--csv FILE] [--plot FILE]
 //
@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
            "several rounds after a warm-up: raw ping-pong RTT, RTT through chatd, fan-out\n"
            "throughput and CPU per message (with a member sweep), idle CPU of chatd, and the\n"
            "RTT of the others while one member is stopped. Prints a table to stdout (with\n"
-           "ratios against uds and the targets of issue 6) and progress to stderr.\n\n"
+           "ratios against uds and the performance targets) and progress to stderr.\n\n"
         << visible
         << "\nScenarios: pingpong, rtt, fanout, idle, stall. Transports: " << all_transports()
         << (zmq_available() ? "" : " (zeromq: not built)") << ".\n"

@@ -21,7 +21,8 @@ using nlohmann::json;
 constexpr char kBaseline[] = "uds";
 constexpr char kZeroMq[] = "zeromq";
 
-// The targets of issue 6 name backends; a transport not named here has no target.
+// The performance targets (bench/results/README.md) name backends; a transport not named
+// here has no target.
 bool is_shared_memory(const std::string& t) {
   return t == "cond" || t == "signal" || t == "mmap";
 }
@@ -280,7 +281,7 @@ void targets_section(std::ostream& out, const std::vector<Record>& rs) {
     }
   }
   if (lines.empty()) return;
-  out << "\n== targets of issue 6 (ratios against uds measured in this run)\n";
+  out << "\n== performance targets (ratios against uds measured in this run)\n";
   for (const auto& l : lines) out << "  " << l << "\n";
 }
 

@@ -1,5 +1,5 @@
 // What chat-bench makes of its records: the table on stdout (with ratios against uds and the
-// targets of issue 6), JSON, CSV and a gnuplot PNG.
+// performance targets), JSON, CSV and a gnuplot PNG.
 #pragma once
 
 #include <filesystem>

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Soak test (issue 5): 32 clients x 2000 messages over every transport, with random client
+# Soak test: 32 clients x 2000 messages over every transport, with random client
 # SIGKILLs; survivors' streams must be contiguous and complete, nothing left behind.
 # Builds first. Tune with IPCHAT_SOAK_CLIENTS, IPCHAT_SOAK_MESSAGES, IPCHAT_SOAK_KILLS,
 # IPCHAT_SOAK_SEED; pick one transport with --run_test=soak/_N, N in the order of

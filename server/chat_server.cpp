@@ -7,6 +7,7 @@
 #include "common/access.hpp"
 #include "common/time.hpp"
 #include "common/validate.hpp"
+#include "server/dispatcher.hpp"  // kFramesPerSend
 
 namespace chat::server {
 
@@ -539,11 +540,10 @@ void ChatServer::flush(Effects& fx) {
 }
 
 bool ChatServer::flush_one(Session& s) {
-  constexpr std::size_t kBatch = 64;  // frames per Link::send_batch
   Outbox& o = s.out;
   while (!o.blocked && !o.closed && !o.queue.empty()) {
-    std::array<std::span<const std::byte>, kBatch> frames;
-    const std::size_t n = std::min(kBatch, o.queue.size());
+    std::array<std::span<const std::byte>, kFramesPerSend> frames;
+    const std::size_t n = std::min(kFramesPerSend, o.queue.size());
     for (std::size_t i = 0; i < n; ++i) frames[i] = *o.queue[i];
     SendResult r = SendResult::kSent;
     const std::size_t sent = link_.send_batch(s.id, std::span(frames.data(), n), r);

@@ -89,7 +89,7 @@ struct ChatStats {
 };
 
 // Thread-safe. Calls for one client must not overlap and must come in the order the
-// transport reported them (chatd keys its worker pool by client id for that).
+// transport reported them (chatd's Dispatcher keys its workers by client id for that).
 class ChatServer {
   struct Session;
 

@@ -5,111 +5,18 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cstdio>
-#include <thread>
 
 #include "common/error.hpp"
-#include "common/event_fd.hpp"
 #include "common/instance.hpp"
 #include "common/protocol.hpp"
 #include "server/chat_server.hpp"
+#include "server/dispatcher.hpp"
 #include "server/status.hpp"
-#include "server/thread_pool.hpp"
 #include "transport/factory.hpp"
 
 namespace chat::server {
 namespace {
-
-constexpr std::size_t kTasksPerWorker = 256;  // batches of events, not single frames
-constexpr int kMaxIoFailures = 100;           // in a row, 10 ms apart
-// A batch this small for an idle worker runs on the I/O thread itself: handing it over would
-// cost a wake-up of the worker, the largest part of a round trip through an idle server.
-constexpr std::size_t kInlineEvents = 4;
-
-// ChatServer's Link over a transport endpoint.
-class EndpointLink final : public Link {
- public:
-  explicit EndpointLink(transport::ServerEndpoint& endpoint) : endpoint_(endpoint) {}
-  SendResult send(ClientId id, std::span<const std::byte> frame) override {
-    return endpoint_.send(id, frame);
-  }
-  std::size_t send_batch(ClientId id, std::span<const std::span<const std::byte>> frames,
-                         SendResult& stopped) override {
-    return endpoint_.send_batch(id, frames, stopped);
-  }
-  void close(ClientId id) override { endpoint_.close(id); }
-  std::size_t buffered(ClientId id) override { return endpoint_.buffered(id); }
-
- private:
-  transport::ServerEndpoint& endpoint_;
-};
-
-// Consecutive frames handled as one ChatServer batch at most: bounds how long the first
-// message of a batch waits for the deliveries of the last.
-constexpr std::size_t kFramesPerBatch = 32;
-
-void dispatch(ChatServer& chat, transport::ServerEvent& ev);
-
-// While a worker has more tasks queued, the frames its tasks produce wait in its Pending for
-// at most this many tasks: the busier the server, the more each client's wake-up carries.
-constexpr int kMaxDeferredTasks = 8;
-
-// What one worker (or the I/O thread running that worker's batch in its place) has handled
-// but not handed to the transport yet. Only ever touched by whoever runs the worker's tasks.
-struct WorkerState {
-  ChatServer::Pending pending;
-  int deferred_tasks = 0;
-};
-
-// Runs a worker's events in order; runs of frames go to ChatServer as batches, so each member
-// is woken once per batch rather than once per message. Their frames wait in `state` for
-// hand_over().
-void dispatch_all(ChatServer& chat, std::vector<transport::ServerEvent>& events,
-                  WorkerState& state) {
-  std::vector<ChatServer::Received> run;
-  const auto flush_run = [&] {
-    if (!run.empty()) chat.received(run, state.pending);
-    run.clear();
-  };
-  for (auto& ev : events) {
-    if (ev.kind == transport::ServerEvent::Kind::kFrame) {
-      run.push_back({ev.client, ev.frame});
-      if (run.size() == kFramesPerBatch) flush_run();
-      continue;
-    }
-    flush_run();
-    dispatch(chat, ev);
-  }
-  flush_run();
-}
-
-// After a worker's task: hands what it produced to the transport, unless the worker has more
-// tasks queued (`more_queued`, so another call is sure to follow) and it has not put this off
-// too often in a row: then each member is woken once for several batches.
-void hand_over(ChatServer& chat, WorkerState& state, bool more_queued) {
-  if (more_queued && ++state.deferred_tasks < kMaxDeferredTasks) return;
-  state.deferred_tasks = 0;
-  chat.deliver(state.pending);
-}
-
-void dispatch(ChatServer& chat, transport::ServerEvent& ev) {
-  using Kind = transport::ServerEvent::Kind;
-  switch (ev.kind) {
-    case Kind::kConnected:
-      chat.connected(ev.client, ev.pid, ev.uid);
-      break;
-    case Kind::kFrame:
-      chat.received(ev.client, ev.frame);
-      break;
-    case Kind::kWritable:
-      chat.writable(ev.client);
-      break;
-    case Kind::kDisconnected:
-      chat.disconnected(ev.client, ev.gone, ev.detail);
-      break;
-  }
-}
 
 // Removes whatever a dead server of this instance left: every backend's objects (the dead
 // server may have used another transport) and every file in the directory.
@@ -142,6 +49,46 @@ UniqueFd termination_signals() {
 
 InstanceDir acquire(const DaemonOptions& o) {
   return InstanceDir::acquire(resolve_runtime_base(o.runtime_dir), o.instance, o.access);
+}
+
+// What `chatd --status` reports besides ChatServer's statistics, as of now.
+DaemonFacts facts_of(const DaemonOptions& o) {
+  DaemonFacts facts;
+  facts.instance = o.instance;
+  facts.transport = o.transport;
+  facts.pid = ::getpid();
+  facts.started = Clock::now();
+  facts.workers = o.workers;
+  facts.max_clients = o.max_clients;
+  facts.history = o.history;
+  facts.client_queue_bytes = o.client_queue_bytes;
+  return facts;
+}
+
+// The main thread's part while the server runs: waits for a termination signal on `signals`
+// or for the dispatcher's I/O thread to give up, and answers `chatd --status` meanwhile.
+// Returns the exit code.
+int serve_until_stopped(int signals, DaemonFacts facts, const ChatServer& chat,
+                        const Dispatcher& dispatcher, StatusListener& status,
+                        const Logger& logger) {
+  pollfd fds[3] = {
+      {signals, POLLIN, 0}, {dispatcher.failed_fd(), POLLIN, 0}, {status.fd(), POLLIN, 0}};
+  for (;;) {
+    if (retry_eintr([&] { return ::poll(fds, 3, -1); }) <= 0) continue;
+    if ((fds[0].revents | fds[1].revents) & POLLIN) break;
+    if (fds[2].revents & POLLIN) {
+      facts.pending_tasks = dispatcher.pending_tasks();
+      status.serve(status_document(facts, chat.stats())
+                       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+                   "\n");
+    }
+  }
+  if (!(fds[0].revents & POLLIN)) return kExitFailure;
+  signalfd_siginfo si{};
+  [[maybe_unused]] ssize_t n = ::read(signals, &si, sizeof si);
+  logger.info(std::string("received ") + (si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM") +
+              ", shutting down");
+  return kExitOk;
 }
 
 }  // namespace
@@ -195,94 +142,13 @@ int run_daemon(const DaemonOptions& o, const Logger& logger) {
   ChatServer chat(link, logger,
                   {o.max_clients, o.history, o.client_queue_bytes,
                    o.access.kind() != AccessPolicy::Kind::kUser});
-  // One per worker; declared before the pool, whose remaining tasks may use them as it stops.
-  std::vector<WorkerState> workers(o.workers);
-  ThreadPool pool(o.workers, kTasksPerWorker);
-  const UniqueFd io_failed = make_eventfd("chatd");
-  std::atomic<bool> stop{false};
-  std::thread io([&] {
-    std::vector<transport::ServerEvent> events;
-    std::vector<std::vector<transport::ServerEvent>> batches(pool.size());
-    // A failure here (out of descriptors while accepting, say) is logged and retried; only
-    // a failure that persists ends the server.
-    int failures = 0;
-    while (!stop.load(std::memory_order_acquire)) {
-      try {
-        events.clear();
-        endpoint->poll(events, deadline_after(std::chrono::seconds(1)));
-        for (auto& ev : events) batches[ev.client % pool.size()].push_back(std::move(ev));
-        for (std::size_t w = 0; w < batches.size(); ++w) {
-          if (batches[w].empty()) continue;
-          if (batches[w].size() <= kInlineEvents) {
-            // Moved out first: should it throw, the batch is not dispatched a second time.
-            auto batch = std::move(batches[w]);
-            batches[w].clear();
-            const auto run_here = [&] {
-              dispatch_all(chat, batch, workers[w]);
-              hand_over(chat, workers[w], false);
-            };
-            if (pool.run_here_if_idle(w, run_here)) continue;
-            batches[w] = std::move(batch);
-          }
-          pool.submit(
-              w, [&chat, &pool, &state = workers[w], w, batch = std::move(batches[w])]() mutable {
-                dispatch_all(chat, batch, state);
-                hand_over(chat, state, pool.queued(w) > 0);
-              });
-          batches[w].clear();
-        }
-        failures = 0;
-      } catch (const std::exception& e) {
-        logger.error(std::string("I/O thread: ") + e.what());
-        if (++failures == kMaxIoFailures) {
-          logger.error("I/O thread keeps failing; giving up");
-          signal_eventfd(io_failed.get());
-          return;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      }
-    }
-  });
-
+  Dispatcher dispatcher(*endpoint, chat, o.workers, logger);
   logger.info("serving instance '" + o.instance + "' over " + o.transport + " in " +
               dir->path().string() + " with " + std::to_string(o.workers) + " workers (pid " +
               std::to_string(::getpid()) + ")");
-  int code = kExitOk;
-  DaemonFacts facts;
-  facts.instance = o.instance;
-  facts.transport = o.transport;
-  facts.pid = ::getpid();
-  facts.started = Clock::now();
-  facts.workers = o.workers;
-  facts.max_clients = o.max_clients;
-  facts.history = o.history;
-  facts.client_queue_bytes = o.client_queue_bytes;
-  // The main thread waits for a termination signal or a failed I/O thread, and answers
-  // `chatd --status` meanwhile.
-  pollfd fds[3] = {
-      {signals.get(), POLLIN, 0}, {io_failed.get(), POLLIN, 0}, {status->fd(), POLLIN, 0}};
-  for (;;) {
-    if (retry_eintr([&] { return ::poll(fds, 3, -1); }) <= 0) continue;
-    if ((fds[0].revents | fds[1].revents) & POLLIN) break;
-    if (fds[2].revents & POLLIN) {
-      facts.pending_tasks = pool.pending();
-      status->serve(status_document(facts, chat.stats())
-                        .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
-                    "\n");
-    }
-  }
-  if (fds[0].revents & POLLIN) {
-    signalfd_siginfo si{};
-    [[maybe_unused]] ssize_t n = ::read(signals.get(), &si, sizeof si);
-    logger.info(std::string("received ") + (si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM") +
-                ", shutting down");
-  } else {
-    code = kExitFailure;
-  }
-  stop.store(true, std::memory_order_release);
-  endpoint->wake();
-  io.join();
-  pool.stop();
+  const int code =
+      serve_until_stopped(signals.get(), facts_of(o), chat, dispatcher, *status, logger);
+  dispatcher.stop();  // what was polled is handled before the goodbyes of shutdown()
   chat.shutdown();
   status.reset();
   endpoint.reset();  // removes the transport's objects

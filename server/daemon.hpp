@@ -1,5 +1,6 @@
-// The chatd process around ChatServer: the runtime dir, the transport endpoint, the I/O
-// thread, the worker pool and signal-driven shutdown.
+// The chatd process around ChatServer: the runtime dir, the transport endpoint, the
+// dispatcher (I/O thread and workers, server/dispatcher.hpp), `--status` and signal-driven
+// shutdown.
 #pragma once
 
 #include <cstddef>

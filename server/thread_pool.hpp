@@ -12,8 +12,8 @@
 namespace chat::server {
 
 // Each worker owns one bounded queue. A task is submitted with a key; tasks with equal keys go
-// to the same worker, so they run one at a time and in submission order (the server keys by
-// client, which keeps each sender's messages in the order it sent them).
+// to the same worker, so they run one at a time and in submission order (chatd keys by client,
+// which keeps each sender's messages in the order it sent them: server/dispatcher.hpp).
 //
 // submit() is thread-safe and blocks while the chosen worker's queue is full (backpressure).
 class ThreadPool {
