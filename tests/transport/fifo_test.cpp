@@ -551,6 +551,61 @@ BOOST_AUTO_TEST_CASE(names_planted_in_the_instance_dir_are_neither_followed_nor_
   fs::remove_all(elsewhere_rt.base());
 }
 
+BOOST_AUTO_TEST_CASE(a_client_of_another_account_gets_its_channel_through_the_door) {
+  constexpr uid_t kNobody = 65534;
+  if (::geteuid() != 0) {
+    BOOST_TEST_MESSAGE("skipped: running a client as another account needs root");
+    return;
+  }
+  TempRuntime rt;
+  auto dir = InstanceDir::acquire(rt.base(), rt.instance());
+  // As chatd --access=all makes them: the dirs searchable, the door writable, by everyone.
+  fs::permissions(rt.base(), static_cast<fs::perms>(0711));
+  fs::permissions(dir.path(), static_cast<fs::perms>(0711));
+  ListenOptions lo;
+  lo.dir = dir.path();
+  lo.instance = rt.instance();
+  lo.max_clients = 4;
+  lo.access = AccessPolicy::parse("all");
+  auto ep = fifo_backend().listen(lo);
+  const auto next = [&](Kind kind) {
+    std::vector<ServerEvent> events;
+    const auto until = deadline_after(5s);
+    while (Clock::now() < until) {
+      ep->poll(events, deadline_after(100ms));
+      for (auto& e : events) {
+        if (e.kind == kind) return std::optional<ServerEvent>(std::move(e));
+      }
+      events.clear();
+    }
+    return std::optional<ServerEvent>();
+  };
+  std::vector<pid_t> pids{::getpid()};
+  {
+    Process peer({"/usr/bin/setpriv", "--reuid=" + std::to_string(kNobody),
+                  "--regid=" + std::to_string(kNobody), "--clear-groups",
+                  binary("transport_peer").string(), "client", "fifo", rt.base().string(),
+                  rt.instance(), "echo"});
+    pids.push_back(peer.pid());
+    const auto c = next(Kind::kConnected);
+    BOOST_REQUIRE_MESSAGE(c, "the other account's client did not connect: " + peer.err());
+    BOOST_TEST(c->uid == kNobody);  // the kernel's word
+    BOOST_TEST(c->pid == peer.pid());
+    // Its pipes are ours (0600) and nameless: it reaches them only through what it was handed.
+    BOOST_TEST(fifos_under(rt.base()).empty());
+    BOOST_TEST((ep->send(c->client, frame_of("across accounts")) == SendResult::kSent));
+    const auto back = next(Kind::kFrame);
+    BOOST_REQUIRE(back);
+    BOOST_TEST(text_of(back->frame) == "across accounts");
+    ep->close(c->client);
+    BOOST_TEST(peer.wait_out_contains("closed server_alive=1", 5s), peer.out() + peer.err());
+    BOOST_TEST(peer.exit_code(5s) == 0);
+  }
+  ep.reset();
+  dir.remove();
+  check_no_leftovers(rt, pids);
+}
+
 BOOST_AUTO_TEST_CASE(chatd_over_fifo_survives_a_client_killed_and_is_clean_after_sigterm) {
   TempRuntime rt;
   auto chatd = start_chatd(rt, "fifo");
