@@ -418,6 +418,14 @@ BOOST_AUTO_TEST_CASE(a_grant_that_is_not_two_pipes_of_the_server_is_refused) {
        "not a pipe"},
       {"up open for reading", [](door::Pass& p) { std::swap(p.fds[0], p.fds[1]); },
        "not open for writing"},
+      {"one pipe both ways",
+       [](door::Pass& p) {
+         int loop[2];
+         BOOST_REQUIRE(::pipe2(loop, O_CLOEXEC) == 0);
+         p.fds[0].reset(loop[1]);
+         p.fds[1].reset(loop[0]);
+       },
+       "one pipe"},
       {"someone else's pipes", [](door::Pass& p) { p.server_uid = ::geteuid() + 1; },
        "not the server's"},
       {"another transport", [](door::Pass& p) { p.transport = "uds"; }, "transport 'uds'"},

@@ -62,6 +62,12 @@ void check_grant(const door::Pass& pass) {
   }
   check_pipe_end(pass.fds[0].get(), O_WRONLY, pass.server_uid, "the up pipe");
   check_pipe_end(pass.fds[1].get(), O_RDONLY, pass.server_uid, "the down pipe");
+  struct stat up {
+  }, down{};
+  if (::fstat(pass.fds[0].get(), &up) != 0 || ::fstat(pass.fds[1].get(), &down) != 0 ||
+      (up.st_dev == down.st_dev && up.st_ino == down.st_ino)) {
+    refuse("up and down are one pipe: this client would read its own frames");
+  }
 }
 
 class Client final : public ClientConnection {
