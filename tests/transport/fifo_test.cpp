@@ -222,6 +222,8 @@ BOOST_AUTO_TEST_CASE(the_channel_is_two_nameless_private_pipes_whatever_the_umas
     // The door is the only name: nothing in the instance dir leads to a client's pipes.
     BOOST_TEST(transport_files(server.dir()) == std::vector<std::string>{door::kSocketName});
     BOOST_TEST(fifos_under(server.rt().base()).empty());
+    // What objects() names for --cleanup is what exists: the door.
+    BOOST_TEST(fs::is_socket(server.ep().objects().at("door").get<std::string>()));
     server.ep().close(c->client);
   }
   ::umask(old);
