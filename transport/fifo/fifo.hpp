@@ -1,5 +1,7 @@
-// `fifo`: named pipes in the runtime dir. A server FIFO for hellos and one FIFO pair per client,
-// created by the server; see wire.hpp for the handshake and the framing.
+// `fifo`: pipes with names for a moment only. Clients come in through the front door; the
+// server makes each one a FIFO pair in the runtime dir, opens it, passes the client its two ends
+// and unlinks the names at once. See wire.hpp for the framing; server.cpp, client.cpp and
+// stream.cpp for the two roles and the frame stream they share.
 #pragma once
 
 #include <memory>
@@ -12,7 +14,8 @@ namespace chat::transport::fifo {
 
 std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options);
 std::unique_ptr<ClientConnection> connect(ConnectOptions options);
-// The FIFOs live in the runtime dir, which the caller empties: nothing else to remove.
+// Removes the FIFOs a server killed at the wrong moment left in the runtime dir (which the
+// caller empties anyway), our own and those of the legacy hello-FIFO handshake.
 std::vector<std::string> cleanup(const CleanupOptions& options);
 
 }  // namespace chat::transport::fifo

@@ -1,32 +1,21 @@
-// The bytes on the `fifo` backend's named pipes, shared by the backend and its tests.
+// The bytes of the `fifo` backend, shared by the backend and its tests.
 //
-// Rendezvous: DIR/hello.fifo is written by every client and read by the server. A client writes
-// one 32-byte HelloRecord {pid, nonce} with a single write(); it is smaller than PIPE_BUF, so
-// records of different clients never interleave. Garbage can still sit between records (any
-// process of ours can write there), so a record carries a magic number and a checksum and the
-// server resynchronises on the next valid record.
+// Rendezvous: the front door (door.hpp). For each admitted client the server makes one pair of
+// FIFOs in the instance dir under random names, opens all four ends itself, passes the client
+// its two (the writing end of `up`, the reading end of `down`) with SCM_RIGHTS, and unlinks both
+// names before it grants the next client. The grant's channel description is
+// {"version": kVersion, "fds": ["up", "down"]}: the descriptors in that order.
 //
-// The server answers a hello by creating the client's two FIFOs, DIR/<pid>-<nonce>.up (client to
-// server) and .down (server to client), both 0600, under temporary names first and then renamed
-// into place, so a client that sees the name sees a finished FIFO. The client learns the names
-// from its own hello and waits for `.down` to appear (inotify), opens both, and writes a kReady
-// frame; the server then unlinks both names (the open descriptors stay) and reports the client
-// connected. A hello whose client never gets ready is dropped after a deadline.
-//
-// On a client's own pipes a frame is a 4-byte header {length (u16, little endian), kind, check}
+// On a client's pipes a frame is a 4-byte header {length (u16, little endian), kind, check}
 // and `length` payload bytes. Each pipe has a single writer, so frames cannot interleave; a
 // frame with header may exceed PIPE_BUF by the 4 header bytes, so a non-blocking write can be
 // partial: the writer keeps the unwritten rest and finishes it before the next frame, and the
 // reader reassembles frames across reads.
 #pragma once
 
-#include <sys/types.h>
-
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstring>
 #include <optional>
 #include <string>
 
@@ -34,62 +23,15 @@
 
 namespace chat::transport::fifo::wire {
 
-inline constexpr char kHelloFifo[] = "hello.fifo";
-inline constexpr std::uint32_t kMagic = 0x4f464349;  // "ICFO"
-inline constexpr std::uint32_t kVersion = 1;
-
-struct HelloRecord {
-  std::uint32_t magic = kMagic;
-  std::uint32_t version = kVersion;
-  std::int32_t pid = 0;
-  std::uint32_t reserved = 0;
-  std::uint64_t nonce = 0;
-  std::uint64_t check = 0;  // hello_check() of the fields above
-};
-static_assert(sizeof(HelloRecord) == 32);
-
-// FNV-1a over everything before `check`.
-inline std::uint64_t hello_check(const HelloRecord& r) {
-  unsigned char bytes[offsetof(HelloRecord, check)];
-  std::memcpy(bytes, &r, sizeof bytes);
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
-
-inline HelloRecord make_hello(pid_t pid, std::uint64_t nonce) {
-  HelloRecord r;
-  r.pid = pid;
-  r.nonce = nonce;
-  r.check = hello_check(r);
-  return r;
-}
-
-inline bool valid_hello(const HelloRecord& r) {
-  return r.magic == kMagic && r.version == kVersion && r.reserved == 0 && r.check == hello_check(r);
-}
-
-// "<pid>-<16 hex digits of nonce>"; the client's FIFOs are this plus ".up" / ".down".
-inline std::string client_stem(pid_t pid, std::uint64_t nonce) {
-  char buf[48];
-  std::snprintf(buf, sizeof buf, "%d-%016llx", static_cast<int>(pid),
-                static_cast<unsigned long long>(nonce));
-  return buf;
-}
-inline std::string up_name(pid_t pid, std::uint64_t nonce) {
-  return client_stem(pid, nonce) + ".up";
-}
-inline std::string down_name(pid_t pid, std::uint64_t nonce) {
-  return client_stem(pid, nonce) + ".down";
-}
+// Of the channel description; 1 was the hello-FIFO handshake.
+inline constexpr int kVersion = 2;
+inline constexpr char kUp[] = "up";
+inline constexpr char kDown[] = "down";
 
 enum class Kind : std::uint8_t {
-  kData = 1,   // a frame: 1..kMaxFrameBytes payload bytes
-  kReady = 2,  // client to server, first thing on .up: both ends are open; no payload
-  kBye = 3,    // client to server, last thing on .up: a goodbye, not a death; no payload
+  kData = 1,  // a frame: 1..kMaxFrameBytes payload bytes
+  // 2 was kReady, the end of the hello-FIFO handshake; the door made it unnecessary.
+  kBye = 3,  // client to server, last thing on `up`: a goodbye, not a death; no payload
 };
 
 inline constexpr std::size_t kHeaderBytes = 4;
@@ -129,7 +71,7 @@ inline std::optional<Header> decode_header(const std::byte* p, std::string& erro
               std::to_string(kMaxFrameBytes) + ")";
       return std::nullopt;
     }
-  } else if (kind == Kind::kReady || kind == Kind::kBye) {
+  } else if (kind == Kind::kBye) {
     if (length != 0) {
       error = "control frame with " + std::to_string(length) + " payload bytes";
       return std::nullopt;
