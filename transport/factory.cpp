@@ -22,7 +22,9 @@ constexpr Backend kBackends[] = {
      cond::listen, cond::connect, cond::cleanup, cond::flavor},
     {"signal", "SysV shared memory rings, real-time signal doorbell waited for with sigtimedwait",
      sig::listen, sig::connect, sig::cleanup, sig::flavor},
-    {"fifo", "named pipes: a hello FIFO, one FIFO pair per client, frames up to PIPE_BUF",
+    {"fifo",
+     "named pipes: one FIFO pair per client, made and opened by the server, passed through the "
+     "door and unlinked at once",
      fifo::listen, fifo::connect, fifo::cleanup},
     {"msgq", "System V message queues: one server queue, one queue per client, mtype routing",
      msgq::listen, msgq::connect, msgq::cleanup},
