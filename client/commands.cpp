@@ -73,6 +73,11 @@ Command parse_command(std::string_view line) {
     return with_name(Command::Kind::kPart, first_word(rest, after), true, "bad_room", "room name");
   if (cmd == "/who")
     return with_name(Command::Kind::kWho, first_word(rest, after), true, "bad_room", "room name");
+  if (cmd == "/whois") {
+    const std::string_view nick = first_word(rest, after);
+    if (nick.empty()) return invalid("bad_arguments", "usage: /whois NICK");
+    return with_name(Command::Kind::kWhois, nick, false, "no_such_nick", "nickname");
+  }
   if (cmd == "/nick") {
     const std::string_view nick = first_word(rest, after);
     if (nick.empty()) return invalid("bad_nick", "usage: /nick NEW");
@@ -115,6 +120,7 @@ std::string_view help_text() {
          "/me TEXT          action, shown as '* nick TEXT'\n"
          "/nick NEW         change your nickname\n"
          "/who [ROOM]       members of ROOM (default: the current room)\n"
+         "/whois NICK       who NICK is: the Unix account behind it and its rooms\n"
          "/rooms            all rooms and their member counts\n"
          "/quit [REASON]    leave the chat\n"
          "/help             this list\n"
@@ -174,6 +180,9 @@ Step InputState::apply(const Command& c) {
       step.send = proto::WhoRequest{room};
       return step;
     }
+    case Command::Kind::kWhois:
+      step.send = proto::WhoisRequest{c.arg};
+      return step;
     case Command::Kind::kRooms:
       step.send = proto::RoomsRequest{};
       return step;

@@ -20,6 +20,7 @@ struct Command {
     kMsg,      // /msg NICK TEXT
     kNick,     // /nick NEW
     kWho,      // /who [ROOM]
+    kWhois,    // /whois NICK
     kRooms,    // /rooms
     kQuit,     // /quit [REASON]
     kHelp,     // /help

@@ -113,6 +113,13 @@ std::string to_jsonl(const proto::Message& m, const RenderContext& ctx) {
           return dump(j);
         } else if constexpr (std::is_same_v<T, proto::WhoReply>) {
           return dump({{"event", "who"}, {"room", v.room}, {"nicks", v.nicks}});
+        } else if constexpr (std::is_same_v<T, proto::WhoisReply>) {
+          return dump({{"event", "whois"},
+                       {"nick", v.nick},
+                       {"user", user_name(v.uid)},
+                       {"rooms", v.rooms},
+                       {"away", nullptr},
+                       {"node", nullptr}});
         } else if constexpr (std::is_same_v<T, proto::RoomsReply>) {
           json rooms = json::array();
           for (const auto& r : v.rooms) rooms.push_back({{"name", r.name}, {"members", r.members}});
@@ -165,6 +172,11 @@ std::string to_text(const proto::Message& m, const RenderContext& ctx) {
         } else if constexpr (std::is_same_v<T, proto::WhoReply>) {
           std::string line = "*** #" + clean(v.room) + ":";
           for (const auto& n : v.nicks) line += " " + colored_nick(n, ctx);
+          return line;
+        } else if constexpr (std::is_same_v<T, proto::WhoisReply>) {
+          std::string line = "*** " + colored_nick(v.nick, ctx) + " is " + clean(user_name(v.uid));
+          if (!v.rooms.empty()) line += ", in";
+          for (const auto& r : v.rooms) line += " #" + clean(r);
           return line;
         } else if constexpr (std::is_same_v<T, proto::RoomsReply>) {
           std::string line = "*** rooms:";

@@ -21,6 +21,7 @@ enum class Type : std::uint8_t {
   kRoomsRequest,
   kQuit,
   kSync,
+  kWhoisRequest,
   kWelcome = 64,
   kRoomMessage,
   kPrivateMessage,
@@ -33,6 +34,7 @@ enum class Type : std::uint8_t {
   kError,
   kDisconnected,
   kSyncAck,
+  kWhoisReply,
 };
 
 constexpr std::uint16_t kFlagAction = 1;
@@ -158,7 +160,7 @@ std::string_view to_string(DisconnectReason r) {
 }
 
 bool is_client_message(const Message& m) {
-  return m.index() <= 9;
+  return m.index() <= 10;  // up to WhoisRequest
 }
 
 Frame encode(const Message& m) {
@@ -251,10 +253,20 @@ Frame encode(const Message& m) {
           Writer w(Type::kDisconnected, 0);
           w.u(static_cast<std::uint8_t>(v.reason), 1);
           return w.finish();
-        } else {
-          static_assert(std::is_same_v<T, SyncAck>);
+        } else if constexpr (std::is_same_v<T, SyncAck>) {
           Writer w(Type::kSyncAck, 0);
           w.u(v.token, 8);
+          return w.finish();
+        } else if constexpr (std::is_same_v<T, WhoisRequest>) {
+          Writer w(Type::kWhoisRequest, 0);
+          w.str8(v.nick);
+          return w.finish();
+        } else {
+          static_assert(std::is_same_v<T, WhoisReply>);
+          if (v.rooms.size() > kMaxWhoisRooms) throw std::length_error("whois: too many rooms");
+          Writer w(Type::kWhoisReply, 0);
+          w.str8(v.nick), w.u(v.uid, 4), w.u(v.rooms.size(), 2);
+          for (const auto& r : v.rooms) w.str8(r);
           return w.finish();
         }
       },
@@ -438,6 +450,18 @@ DecodeResult decode(std::span<const std::byte> frame) {
     case Type::kSyncAck:
       m = SyncAck{r.u(8, "token")};
       break;
+    case Type::kWhoisRequest:
+      m = WhoisRequest{r.str8("nick")};
+      break;
+    case Type::kWhoisReply: {
+      WhoisReply v;
+      v.nick = r.str8("nick"), v.uid = static_cast<std::uint32_t>(r.u(4, "uid"));
+      const auto n = r.u(2, "count");
+      if (n > kMaxWhoisRooms) r.fail("too many rooms");
+      for (std::uint64_t i = 0; i < n && r.ok(); ++i) v.rooms.push_back(r.str8("room"));
+      m = std::move(v);
+      break;
+    }
     default:
       res.error = "unknown message type " + std::to_string(byte(1));
       return res;

@@ -57,6 +57,10 @@ struct RoomsRequest {};
 struct Quit {
   std::string reason;
 };
+// Who is NICK: answered with WhoisReply, or Error no_such_nick.
+struct WhoisRequest {
+  std::string nick;
+};
 // Answered with SyncAck once everything the client sent before it has been handled.
 struct Sync {
   std::uint64_t token = 0;
@@ -141,11 +145,18 @@ struct Disconnected {
 struct SyncAck {
   std::uint64_t token = 0;
 };
+struct WhoisReply {
+  std::string nick;
+  std::uint32_t uid = 0;           // its Unix account, as the kernel told the server
+  std::vector<std::string> rooms;  // at most kMaxWhoisRooms of them, by name
+};
+// Rooms a WhoisReply lists (a frame holds about 120 names of 32 bytes).
+inline constexpr std::size_t kMaxWhoisRooms = 100;
 
-using Message =
-    std::variant<Hello, Say, Join, Part, PrivateSend, NickChange, WhoRequest, RoomsRequest, Quit,
-                 Sync, Welcome, RoomMessage, PrivateMessage, Joined, Parted, NickChanged, WhoReply,
-                 RoomsReply, Notice, Error, Disconnected, SyncAck>;
+using Message = std::variant<Hello, Say, Join, Part, PrivateSend, NickChange, WhoRequest,
+                             RoomsRequest, Quit, Sync, WhoisRequest, Welcome, RoomMessage,
+                             PrivateMessage, Joined, Parted, NickChanged, WhoReply, RoomsReply,
+                             Notice, Error, Disconnected, SyncAck, WhoisReply>;
 
 // True for the messages a client may send to the server.
 bool is_client_message(const Message& m);

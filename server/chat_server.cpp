@@ -268,6 +268,8 @@ void ChatServer::handle(Session& s, proto::Message&& m, Effects& fx) {
           who(s, v.room, fx);
         } else if constexpr (std::is_same_v<T, proto::RoomsRequest>) {
           rooms(s, fx);
+        } else if constexpr (std::is_same_v<T, proto::WhoisRequest>) {
+          whois(s, v.nick, fx);
         } else if constexpr (std::is_same_v<T, proto::Quit>) {
           logger_.info(s.describe() + " quit");
           leave_everything(s, proto::PartReason::kQuit, fx);
@@ -416,6 +418,18 @@ void ChatServer::private_message(Session& s, proto::PrivateSend&& m, Effects& fx
   const auto frame = std::make_shared<const proto::Frame>(proto::encode(pm));
   send_frame(to, frame, fx);
   if (&to != &s) send_frame(s, frame, fx);
+}
+
+void ChatServer::whois(Session& s, const std::string& nick, Effects& fx) {
+  const auto it = is_valid_name(nick) ? by_nick_.find(fold_name(nick)) : by_nick_.end();
+  if (it == by_nick_.end()) return error(s, "no_such_nick", "no such nick: " + nick, fx);
+  const Session& who = *it->second;
+  proto::WhoisReply reply{who.nick, static_cast<std::uint32_t>(who.uid), {}};
+  for (const auto& key : who.rooms) {
+    if (reply.rooms.size() == proto::kMaxWhoisRooms) break;
+    reply.rooms.push_back(rooms_.at(key)->name);
+  }
+  send(s, reply, fx);
 }
 
 void ChatServer::who(Session& s, const std::string& name, Effects& fx) {

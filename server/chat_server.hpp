@@ -157,6 +157,7 @@ class ChatServer {
   void leave_everything(Session& s, protocol::PartReason reason, Effects& fx);
   void nick(Session& s, protocol::NickChange&& m, Effects& fx);
   void private_message(Session& s, protocol::PrivateSend&& m, Effects& fx);
+  void whois(Session& s, const std::string& nick, Effects& fx);
   void who(Session& s, const std::string& room, Effects& fx);
   void rooms(Session& s, Effects& fx);
 

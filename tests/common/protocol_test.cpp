@@ -32,11 +32,15 @@ struct Fields {
   static auto of(const Sync& v) { return std::tie(v.token); }
   static auto of(const Welcome& v) { return std::tie(v.nick, v.room); }
   static auto of(const RoomMessage& v) {
-    return std::tie(v.room, v.from, v.text, v.seq, v.time_ms, v.action, v.history);
+    return std::tie(v.room, v.from, v.text, v.seq, v.time_ms, v.action, v.history, v.uid);
   }
-  static auto of(const PrivateMessage& v) { return std::tie(v.from, v.to, v.text, v.time_ms); }
-  static auto of(const Joined& v) { return std::tie(v.room, v.nick, v.seq, v.time_ms); }
-  static auto of(const Parted& v) { return std::tie(v.room, v.nick, v.seq, v.time_ms, v.reason); }
+  static auto of(const PrivateMessage& v) {
+    return std::tie(v.from, v.to, v.text, v.time_ms, v.uid);
+  }
+  static auto of(const Joined& v) { return std::tie(v.room, v.nick, v.seq, v.time_ms, v.uid); }
+  static auto of(const Parted& v) {
+    return std::tie(v.room, v.nick, v.seq, v.time_ms, v.reason, v.uid);
+  }
   static auto of(const NickChanged& v) {
     return std::tie(v.old_nick, v.new_nick, v.room, v.seq, v.time_ms);
   }
@@ -46,6 +50,8 @@ struct Fields {
   static auto of(const Error& v) { return std::tie(v.code, v.text); }
   static auto of(const Disconnected& v) { return std::tie(v.reason); }
   static auto of(const SyncAck& v) { return std::tie(v.token); }
+  static auto of(const WhoisRequest& v) { return std::tie(v.nick); }
+  static auto of(const WhoisReply& v) { return std::tie(v.nick, v.uid, v.rooms); }
 };
 
 bool same(const Message& a, const Message& b) {
@@ -145,6 +151,7 @@ std::vector<Message> samples() {
       Quit{"bye now"},
       Quit{""},
       Sync{0xFEDCBA9876543210ULL},
+      WhoisRequest{"bob"},
       Welcome{"alice", "lobby"},
       RoomMessage{"lobby", "alice", "hi", 7, 1700000000123, false, false, 0},
       RoomMessage{"lobby", "alice", "waves", 8, -5, true, false, 0},
@@ -170,6 +177,8 @@ std::vector<Message> samples() {
       Disconnected{DisconnectReason::kServerGone},
       Disconnected{DisconnectReason::kEvicted},
       SyncAck{17},
+      WhoisReply{"bob", 1002, {"lobby", "dev"}},
+      WhoisReply{"bob", 0, {}},
   };
 }
 
@@ -233,6 +242,8 @@ BOOST_AUTO_TEST_CASE(flags_are_independent) {
 BOOST_AUTO_TEST_CASE(client_and_server_messages_are_told_apart) {
   BOOST_TEST(is_client_message(Hello{}));
   BOOST_TEST(is_client_message(Sync{}));
+  BOOST_TEST(is_client_message(WhoisRequest{}));
+  BOOST_TEST(!is_client_message(WhoisReply{}));
   BOOST_TEST(is_client_message(Quit{}));
   BOOST_TEST(!is_client_message(Welcome{}));
   BOOST_TEST(!is_client_message(RoomMessage{}));
@@ -349,7 +360,7 @@ BOOST_AUTO_TEST_CASE(wrong_version) {
 }
 
 BOOST_AUTO_TEST_CASE(unknown_type) {
-  for (int t : {0, 11, 63, 76, 128, 255}) {
+  for (int t : {0, 12, 63, 77, 128, 255}) {
     BOOST_TEST(rejected(raw(kVersion, t, 0, {})).find("type") != std::string::npos, "type " << t);
   }
 }

@@ -268,6 +268,11 @@ BOOST_DATA_TEST_CASE(two_accounts_chat_and_the_kernel_names_them, bdata::make(mu
   BOOST_TEST(events(*ann, "private").at(0)["user"] == "ipchat-bob");
   BOOST_TEST(events(*ann, "join").at(1)["user"] == "ipchat-bob");
 
+  // /whois shows the account behind a nick.
+  bob->write("/whois ann\n");
+  BOOST_REQUIRE(wait_events(*bob, "whois", 1, 10s));
+  BOOST_TEST(events(*bob, "whois").at(0)["user"] == "ipchat-ann");
+
   // Nobody may pose as another account.
   bob->write("/nick ipchat-ann\n");
   BOOST_REQUIRE(wait_events(*bob, "error", 1, 10s));

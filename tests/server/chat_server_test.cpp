@@ -320,6 +320,22 @@ BOOST_AUTO_TEST_CASE(nick_of_another_account_is_reserved_only_when_accounts_shar
   }
 }
 
+BOOST_AUTO_TEST_CASE(whois_names_the_account_and_the_rooms) {
+  Harness h;
+  h.connect(1, 1002);
+  h.send(1, proto::Hello{"ann", "lobby"});
+  h.send(1, proto::Join{"dev"});
+  h.hello(2, "bob");
+  h.send(2, proto::WhoisRequest{"ANN"});
+  h.send(2, proto::WhoisRequest{"nobody"});
+  const auto replies = all_of<proto::WhoisReply>(h.of(2));
+  BOOST_REQUIRE_EQUAL(replies.size(), 1u);
+  BOOST_TEST(replies[0].nick == "ann");
+  BOOST_TEST(replies[0].uid == 1002u);
+  BOOST_TEST((replies[0].rooms == std::vector<std::string>{"dev", "lobby"}));
+  BOOST_TEST(error_codes(h.of(2)) == std::vector<std::string>{"no_such_nick"});
+}
+
 BOOST_AUTO_TEST_CASE(second_client_sees_join_seq_2) {
   Harness h;
   h.hello(1, "alice");
