@@ -14,6 +14,7 @@
 #include "common/instance.hpp"
 #include "common/protocol.hpp"
 #include "server/chat_server.hpp"
+#include "server/service.hpp"
 #include "server/status.hpp"
 #include "server/thread_pool.hpp"
 #include "transport/factory.hpp"
@@ -189,6 +190,7 @@ int run_daemon(const DaemonOptions& o, const Logger& logger) {
     dir->remove();
     throw;
   }
+  service::notify_ready("serving instance '" + o.instance + "' over " + o.transport);
 
   EndpointLink link(*endpoint);
   ChatServer chat(link, logger, {o.max_clients, o.history, o.client_queue_bytes});
@@ -281,6 +283,7 @@ int run_daemon(const DaemonOptions& o, const Logger& logger) {
   io.join();
   pool.stop();
   chat.shutdown();
+  service::notify_stopping("shutting down");
   status.reset();
   endpoint.reset();  // removes the transport's objects
   dir->remove();
