@@ -48,10 +48,13 @@ std::filesystem::path self_path() {
   return p;
 }
 
-// chatd of this build tree: --chatd, else the path CMake compiled in, else ../server/chatd.
+// chatd: --chatd, else the one installed next to chat-bench, else this build tree's (the path
+// CMake compiled in, else ../server/chatd).
 std::filesystem::path find_chatd(const std::string& option, const std::filesystem::path& self) {
   if (!option.empty()) return option;
   std::error_code ec;
+  const auto installed = self.parent_path() / "chatd";
+  if (std::filesystem::exists(installed, ec)) return installed;
   if (std::filesystem::exists(IPCHAT_CHATD, ec)) return IPCHAT_CHATD;
   return self.parent_path().parent_path() / "server" / "chatd";
 }

@@ -1,6 +1,10 @@
 #include "common/log.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cstdlib>
+#include <string>
 
 #include "common/time.hpp"
 
@@ -14,15 +18,31 @@ bool parse_log_level(std::string_view s, LogLevel& out) {
   return false;
 }
 
+bool is_journal_stream(int fd) {
+  const char* env = std::getenv("JOURNAL_STREAM");
+  if (env == nullptr) return false;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return false;
+  return std::string_view(env) == std::to_string(st.st_dev) + ":" +
+                                      std::to_string(static_cast<unsigned long long>(st.st_ino));
+}
+
 void Logger::log(LogLevel level, std::string_view message) const {
   if (!enabled(level)) return;
-  static constexpr std::string_view kNames[] = {"debug", "info", "warn", "error"};
-  std::string line = format_rfc3339(now_unix_ms());
-  line += ' ';
-  line += program_;
-  line += ' ';
-  line += kNames[static_cast<int>(level)];
-  line += ": ";
+  std::string line;
+  if (journal_) {
+    // syslog(3) priorities: debug 7, info 6, warning 4, err 3.
+    static constexpr std::string_view kPriorities[] = {"<7>", "<6>", "<4>", "<3>"};
+    line = kPriorities[static_cast<int>(level)];
+  } else {
+    static constexpr std::string_view kNames[] = {"debug", "info", "warn", "error"};
+    line = format_rfc3339(now_unix_ms());
+    line += ' ';
+    line += program_;
+    line += ' ';
+    line += kNames[static_cast<int>(level)];
+    line += ": ";
+  }
   line += message;
   line += '\n';
   std::string_view rest = line;

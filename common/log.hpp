@@ -1,4 +1,6 @@
-// Logger: one line per event on stderr, with a timestamp and a level.
+// Logger: one line per event on stderr, with a timestamp and a level; or, when stderr is
+// systemd's journal, with a syslog priority prefix ("<6>") that journald turns into the entry's
+// priority (it adds the time and the program itself).
 #pragma once
 
 #include <string>
@@ -11,12 +13,17 @@ enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
 // Parses "debug", "info", "warn", "error"; false if `s` is none of them.
 bool parse_log_level(std::string_view s, LogLevel& out);
 
+// True if `fd` is the stream systemd connected to the journal: $JOURNAL_STREAM holds that
+// stream's "DEVICE:INODE", which must be `fd`'s own (a service's stderr redirected elsewhere
+// keeps the variable but not the stream).
+bool is_journal_stream(int fd);
+
 // Writes each line with one write(2) so lines from several threads never interleave.
 // Thread-safe; cheap to pass by reference; owns no global state.
 class Logger {
  public:
   explicit Logger(std::string program, LogLevel min = LogLevel::kInfo, int fd = 2)
-      : program_(std::move(program)), min_(min), fd_(fd) {}
+      : program_(std::move(program)), min_(min), fd_(fd), journal_(is_journal_stream(fd)) {}
 
   bool enabled(LogLevel level) const { return level >= min_; }
   void log(LogLevel level, std::string_view message) const;
@@ -29,6 +36,7 @@ class Logger {
   std::string program_;
   LogLevel min_;
   int fd_;
+  bool journal_;
 };
 
 }  // namespace chat

@@ -12,6 +12,7 @@
 #include "common/protocol.hpp"
 #include "server/chat_server.hpp"
 #include "server/dispatcher.hpp"
+#include "server/service.hpp"
 #include "server/status.hpp"
 #include "transport/factory.hpp"
 
@@ -137,6 +138,7 @@ int run_daemon(const DaemonOptions& o, const Logger& logger) {
     dir->remove();
     throw;
   }
+  service::notify_ready("serving instance '" + o.instance + "' over " + o.transport);
 
   EndpointLink link(*endpoint);
   ChatServer chat(link, logger,
@@ -150,6 +152,7 @@ int run_daemon(const DaemonOptions& o, const Logger& logger) {
       serve_until_stopped(signals.get(), facts_of(o), chat, dispatcher, *status, logger);
   dispatcher.stop();  // what was polled is handled before the goodbyes of shutdown()
   chat.shutdown();
+  service::notify_stopping("shutting down");
   status.reset();
   endpoint.reset();  // removes the transport's objects
   dir->remove();

@@ -11,6 +11,7 @@
 #include "common/limits.hpp"
 #include "common/validate.hpp"
 #include "server/daemon.hpp"
+#include "server/service.hpp"
 #include "server/status.hpp"
 #include "transport/factory.hpp"
 
@@ -51,7 +52,8 @@ po::options_description configurable() {
       "who may connect: user (this account only), group:NAME (members of group NAME too) or "
       "all (every local account); the kernel tells the server who each client is")(
       "runtime-dir", po::value<std::string>()->default_value(""),
-      "base directory (default $XDG_RUNTIME_DIR/ipchat, else /tmp/ipchat-UID); the instance "
+      "base directory (default $RUNTIME_DIRECTORY, which systemd sets for a service, else "
+      "$XDG_RUNTIME_DIR/ipchat, else /tmp/ipchat-UID); the instance "
       "lives in DIR/INSTANCE")("log-level", po::value<std::string>()->default_value("info"),
                                "debug, info, warn or error");
   // clang-format on
@@ -175,6 +177,10 @@ int main(int argc, char** argv) {
   if (p.version) {
     std::cout << kVersion << "\n";
     return 0;
+  }
+  // Under systemd (RuntimeDirectory=) the service's runtime dir is the default base.
+  if (p.daemon.runtime_dir.empty()) {
+    p.daemon.runtime_dir = chat::server::service::runtime_directory();
   }
   const chat::Logger logger("chatd", p.log_level);
   try {
