@@ -371,6 +371,7 @@ BOOST_AUTO_TEST_CASE(a_client_removing_or_shrinking_its_queues_hurts_only_itself
     ds.msg_qbytes = 100;
     BOOST_REQUIRE(::msgctl(bad.down, IPC_SET, &ds) == 0);
     BOOST_TEST((server.ep().send(c->client, patterned(1, 200)) == SendResult::kFull));
+    BOOST_TEST(!server.take(Kind::kWritable, c->client, 100ms), "writable with no room");
     BOOST_TEST(server.round_trip(*good, good_id, "beside a shrunk queue"));
     server.ep().close(c->client);
   }

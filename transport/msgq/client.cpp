@@ -100,7 +100,7 @@ class Client final : public ClientConnection {
     up_ = check_queue(channel, wire::kChannelUp, o.pass.server_uid);
     down_ = check_queue(channel, wire::kChannelDown, o.pass.server_uid);
     if (up_ == down_) refuse("the up and the down queue are the same");
-    wakeups_.emplace(down_, random_nonce("msgq"));
+    wakeups_.emplace(down_, chat::random_nonce("msgq"));
     alarm_ = std::make_unique<Alarm>([this] { wakeups_->ring(); }, server_pidfd_.get(),
                                      [this] {
                                        server_dead_ = true;

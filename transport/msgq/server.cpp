@@ -515,7 +515,7 @@ class Server final : public ServerEndpoint {
     events.push_back(std::move(ev));
   }
 
-  // Reports kWritable for full down queues that are at most half full again.
+  // Reports kWritable for full down queues that have room again.
   void check_full(std::vector<ServerEvent>& events) {
     std::vector<std::pair<ClientId, int>> full;
     {
@@ -526,8 +526,14 @@ class Server final : public ServerEndpoint {
       }
     }
     for (const auto& [id, queue] : full) {
+      // At most half full, with room for a frame of any size: a client that shrank its queue
+      // (msg_qbytes) below that stays full and is evicted, rather than made writable and
+      // full again in a loop.
       msqid_ds ds{};
-      if (stat_queue(queue, ds) && ds.msg_cbytes > ds.msg_qbytes / 2) continue;
+      if (stat_queue(queue, ds) &&
+          (ds.msg_cbytes > ds.msg_qbytes / 2 || ds.msg_qbytes - ds.msg_cbytes < kMaxFrameBytes)) {
+        continue;
+      }
       {
         std::lock_guard lock(mutex_);
         full_.erase(id);
