@@ -27,6 +27,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -65,6 +66,8 @@ constexpr auto kDrainDead = 500ms;
 constexpr std::size_t kRecordCompactLines = 4096;
 constexpr ClientId kFirstClientId = 1;
 constexpr int kMaxEpollEvents = 64;
+// A door that failed (out of descriptors) is left alone this long.
+constexpr auto kDoorPause = 10ms;
 
 // epoll data: a client id shifted left by two, and what of it is ready in the low bits.
 enum Source : std::uint64_t { kOwn = 0, kBell = 1, kPid = 2, kSocket = 3 };
@@ -96,6 +99,7 @@ class Server final : public ServerEndpoint {
   void poll(std::vector<ServerEvent>& events, Deadline deadline) override {
     for (;;) {
       const bool woken = woken_.exchange(false);
+      resume_door();
       report_broken(events);
       check_full(events);
       check_lingering();
@@ -258,6 +262,7 @@ class Server final : public ServerEndpoint {
 
   Deadline next_wakeup(Deadline deadline) {
     if (!pending_.empty()) return Clock::now();  // a client had more than one turn's worth
+    if (door_paused_until_) deadline = std::min(deadline, *door_paused_until_);
     std::lock_guard lock(mutex_);
     if (!ending_.empty() || !full_.empty() || !lingering_.empty() || !broken_.empty()) {
       return std::min(deadline, deadline_after(kRecheck));
@@ -308,7 +313,23 @@ class Server final : public ServerEndpoint {
 
   // Admits every client waiting at the door.
   void admit_waiting(std::vector<ServerEvent>& events) {
-    while (auto guest = door_.accept()) admit(std::move(*guest), events);
+    try {
+      while (auto guest = door_.accept()) admit(std::move(*guest), events);
+    } catch (const std::system_error& e) {
+      // Out of descriptors with none to spare, say: no reason to lose what this poll() has
+      // gathered (frames taken off queues among it), nor to spin on a door that stays
+      // readable. It is looked at again in a while.
+      warn_(std::string("the door: ") + e.what());
+      unwatch(door_.fd());
+      door_paused_until_ = deadline_after(kDoorPause);
+    }
+  }
+
+  void resume_door() {
+    if (door_paused_until_ && Clock::now() >= *door_paused_until_) {
+      watch(door_.fd(), EPOLLIN, kDoorData);
+      door_paused_until_.reset();
+    }
   }
 
   void admit(door::Guest g, std::vector<ServerEvent>& events) {
@@ -613,6 +634,7 @@ class Server final : public ServerEndpoint {
   std::deque<ClientId> pending_;  // rang, or had more than one turn's worth
   std::unordered_set<ClientId> pending_set_;
   std::map<ClientId, Ending> ending_;
+  std::optional<Deadline> door_paused_until_;
   ClientId next_id_ = kFirstClientId;
 
   // Guards connections_ (and each Conn's flags), full_, lingering_, broken_, record_.
