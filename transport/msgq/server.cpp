@@ -18,6 +18,7 @@
 //    removal of the client's down queue, kept until the client has read it (at most kLinger).
 //  - A failing queue (removed, or closed to us with IPC_SET by its owner) disconnects that
 //    client as malformed; nothing a client does to its queues reaches anybody else.
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -314,7 +315,22 @@ class Server final : public ServerEndpoint {
   // Admits every client waiting at the door.
   void admit_waiting(std::vector<ServerEvent>& events) {
     try {
-      while (auto guest = door_.accept()) admit(std::move(*guest), events);
+      for (;;) {
+        // Door::accept() must find a descriptor free: accept4 takes one before it looks for a
+        // waiting client, and at the limit Door::accept() would retry for good.
+        reserve_.reset();
+        std::optional<door::Guest> guest = door_.accept();
+        reserve_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        if (!guest) break;
+        if (!reserve_) {
+          door::refuse(guest->socket.get(), "server_busy", "the server is out of file descriptors");
+          warn_("refused a client: out of file descriptors");
+          guest.reset();
+          reserve_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+          continue;
+        }
+        admit(std::move(*guest), events);
+      }
     } catch (const std::system_error& e) {
       // Out of descriptors with none to spare, say: no reason to lose what this poll() has
       // gathered (frames taken off queues among it), nor to spin on a door that stays
@@ -628,6 +644,7 @@ class Server final : public ServerEndpoint {
   UniqueFd epoll_;
   UniqueFd wake_;  // eventfd: wake(), or something for the I/O thread to re-check
   door::Door door_;
+  UniqueFd reserve_{::open("/dev/null", O_RDONLY | O_CLOEXEC)};  // freed for door_.accept()
 
   // Owned by the I/O thread.
   std::unique_ptr<wire::Buffer> buffer_ = std::make_unique<wire::Buffer>();
