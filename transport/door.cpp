@@ -128,9 +128,13 @@ std::optional<Guest> Door::accept() {
         // Take the client with the spare descriptor, tell it, and keep the spare for next time.
         spare_.reset();
         UniqueFd victim(::accept4(socket_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+        const int err = errno;
         if (victim) refuse(victim.get(), "server_busy", "the server is out of file descriptors");
         victim.reset();
         spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        // accept(2) wants a free descriptor before it looks for a client: EMFILE does not mean
+        // that anyone waits. If nobody did, we are done.
+        if (!victim && (err == EAGAIN || err == EWOULDBLOCK)) return std::nullopt;
         if (logger_) logger_->warn("refused a client: out of file descriptors");
         continue;
       }

@@ -26,7 +26,8 @@ constexpr Backend kBackends[] = {
      "named pipes: one FIFO pair per client, made and opened by the server, passed through the "
      "door and unlinked at once",
      fifo::listen, fifo::connect, fifo::cleanup},
-    {"msgq", "System V message queues: one server queue, one queue per client, mtype routing",
+    {"msgq",
+     "System V message queues: two keyless queues per client, handed to its account; eventfd bell",
      msgq::listen, msgq::connect, msgq::cleanup},
     {"mmap", "rings in MAP_SHARED files in the runtime dir, process-shared POSIX semaphores",
      mmap::listen, mmap::connect, mmap::cleanup, mmap::flavor},

@@ -241,7 +241,7 @@ void stop(Process& chatd, const TempRuntime& rt, std::vector<pid_t> pids) {
 std::vector<std::string> multiuser_backends() {
   std::vector<std::string> out;
   for (const auto& b : all_backends()) {
-    if (b == "uds" || b == "fifo") out.push_back(b);
+    if (b == "uds" || b == "fifo" || b == "msgq") out.push_back(b);
   }
   return out;
 }

@@ -1,5 +1,5 @@
-// SysV message queues: the owning handle, the checks that a queue is a private one of ours,
-// and the record of created queues that lets a crashed server's queues be found again.
+// SysV message queues: the owning handle, the checks that a queue is what we take it for, and
+// the record of created queues that lets a crashed server's queues be found again.
 #pragma once
 
 #include <sys/msg.h>
@@ -22,6 +22,10 @@ class OwnedQueue {
   // the key is taken: a collision is an error, never a shared queue. Throws std::system_error
   // naming `what`.
   static OwnedQueue create(key_t key, const std::string& what);
+  // A new IPC_PRIVATE queue (no key: reached only through its id) handed to `owner`: IPC_SET
+  // makes `owner` its owner with mode 0600, and the creator (us) keeps its access. Throws
+  // std::system_error naming `what`.
+  static OwnedQueue create_for(uid_t owner, const std::string& what);
 
   OwnedQueue(OwnedQueue&& other) noexcept;
   OwnedQueue& operator=(OwnedQueue&& other) noexcept;
@@ -31,7 +35,8 @@ class OwnedQueue {
 
   int id() const { return id_; }
   key_t key() const { return key_; }
-  time_t ctime() const { return ctime_; }
+  time_t ctime() const { return ctime_; }  // after the hand-over
+  uid_t owner() const { return owner_; }
   explicit operator bool() const { return id_ >= 0; }
 
   // Removes the queue now; a reader blocked in msgrcv gets EIDRM.
@@ -41,17 +46,42 @@ class OwnedQueue {
   int id_ = -1;
   key_t key_ = 0;
   time_t ctime_ = 0;
+  uid_t owner_ = 0;
 };
 
-// IPC_STAT; false (errno set) if there is no such queue (any more).
+// IPC_STAT; false (errno set) if there is no such queue (any more), or we may not look at it.
 bool stat_queue(int id, msqid_ds& ds);
 
 // True if the queue was created by and belongs to our uid and has mode 0600.
 bool is_private_queue(const msqid_ds& ds);
 
-// An append-only list of the queues a server created, one "ID KEY CTIME" line each, written
-// before a queue is handed out: client queues have random keys, so after a crash this file is
-// the only way to find them. Removed on destruction (after the queues, by the owner).
+// True if the queue has no key, was created by `creator`, belongs to `owner` and has mode 0600:
+// what a client checks of the queues the server gave it.
+bool is_queue_handed_to(const msqid_ds& ds, uid_t owner, uid_t creator);
+
+// What a server wrote down about one of its queues, for removing it after a crash.
+struct QueueEntry {
+  int id = -1;
+  long long key = 0;
+  long long ctime = 0;  // at the hand-over
+  uid_t owner = 0;
+  // Whether the queue was handed to a client's account. A client may change its own queues
+  // (IPC_SET moves ctime on), so those are matched by creator, key, owner and a ctime no
+  // older than recorded; the server's own private queues must be exactly as recorded.
+  bool handed = true;
+};
+
+QueueEntry entry_of(const OwnedQueue& queue);
+
+// Removes the queue `e` names if it still exists, was created by our uid and still matches the
+// entry (so never a queue that merely reuses a recorded id: an IPC id carries a sequence
+// number, and one created since by someone else has another creator or owner or key).
+// Returns a line saying what was removed, or an empty string.
+std::string remove_if_ours(const QueueEntry& e);
+
+// An append-only list of the queues a server created, one "ID KEY CTIME OWNER" line each,
+// written before a queue is handed out: IPC_PRIVATE queues have no key, so after a crash this
+// file is the only way to find them. Removed on destruction (after the queues, by the owner).
 class QueueRecord {
  public:
   QueueRecord() = default;
@@ -67,6 +97,7 @@ class QueueRecord {
   void add(const OwnedQueue& queue);
 
   std::size_t lines() const { return lines_; }
+  const std::filesystem::path& path() const { return path_; }
 
   // Replaces the list by `live` (temporary file, renamed over), when removed queues dominate.
   void rewrite(const std::vector<const OwnedQueue*>& live);
@@ -77,9 +108,9 @@ class QueueRecord {
   std::size_t lines_ = 0;
 };
 
-// Removes the queues listed in the record at `path` that still exist, are private queues of
-// ours and still have the recorded key and creation time (so never a queue that merely reuses
-// a recorded id). Returns one line per queue removed; nothing if there is no record.
+// Removes the queues listed in the record at `path` that remove_if_ours() finds ours. Also
+// reads the lines of the pre-door record ("ID KEY CTIME": private queues of ours, matched
+// exactly). Returns one line per queue removed; nothing if there is no record.
 std::vector<std::string> remove_recorded_queues(const std::filesystem::path& path);
 
 }  // namespace chat::transport::msgq
