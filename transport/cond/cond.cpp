@@ -106,7 +106,9 @@ class MemfdSource final : public shm::MemorySource {
     if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW)) {
       throw std::runtime_error("the granted segment is not sealed against resizing");
     }
-    return std::make_unique<shm::FdSegment>(std::move(fd), bytes, "the granted segment");
+    auto segment = std::make_unique<shm::FdSegment>(std::move(fd), bytes, "the granted segment");
+    segment->close_fd();
+    return segment;
   }
 
   bool passes_fd() const override { return true; }

@@ -32,6 +32,7 @@ class FileSegment final : public shm::FdSegment {
   void granted() override {
     if (!path_.empty()) ::unlink(path_.c_str());  // ENOENT: already gone, fine
     path_.clear();
+    FdSegment::granted();
   }
 
  private:
@@ -70,7 +71,9 @@ class FileSource final : public shm::MemorySource {
   std::unique_ptr<shm::Segment> attach(const nlohmann::json&, UniqueFd fd, std::size_t bytes,
                                        uid_t owner) override {
     shm::check_private_file(fd.get(), bytes, owner, "the granted file");
-    return std::make_unique<shm::FdSegment>(std::move(fd), bytes, "the granted file");
+    auto segment = std::make_unique<shm::FdSegment>(std::move(fd), bytes, "the granted file");
+    segment->close_fd();
+    return segment;
   }
 
   bool passes_fd() const override { return true; }

@@ -48,8 +48,8 @@ class MemorySource {
   virtual nlohmann::json objects() const = 0;
 };
 
-// A MAP_SHARED read-write mapping of `fd`, which the segment keeps open (the server passes it
-// on; a client may let it go). Throws std::system_error.
+// A MAP_SHARED read-write mapping of `fd`, which the segment keeps open until granted() or
+// close_fd() (the server passes it on first). Throws std::system_error.
 class FdSegment : public Segment {
  public:
   FdSegment(UniqueFd fd, std::size_t bytes, std::string_view label);
@@ -60,7 +60,10 @@ class FdSegment : public Segment {
   std::size_t size() const override { return size_; }
   int fd() const override { return fd_.get(); }
   nlohmann::json channel() const override { return nlohmann::json::object(); }
-  void granted() override {}
+  // Once granted the server needs the mapping only, not a descriptor per client.
+  void granted() override { close_fd(); }
+  // The mapping stays valid without it.
+  void close_fd() { fd_.reset(); }
 
  private:
   UniqueFd fd_;
