@@ -30,8 +30,10 @@ struct ClientBlock {
   std::uint32_t version;
   std::uint32_t up_bytes;
   std::uint32_t down_bytes;
-  std::uint64_t reserved;                    // unused; keeps the size of layout 1
-  std::atomic<std::uint32_t> attached;       // unused since the door; kept for the size
+  // Unused since the door. Kept so the block keeps layout 1's size, by which cleanup still
+  // recognises the SysV segments a pre-door `signal` server left behind.
+  std::uint64_t reserved;
+  std::atomic<std::uint32_t> attached;
   std::atomic<std::uint32_t> client_closed;  // client: goodbye, no more frames
   std::atomic<std::uint32_t> server_closed;  // server: connection closed, read what is left
   WakeArea rx_wake;  // the client's receiving thread sleeps here (down data)
