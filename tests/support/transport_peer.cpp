@@ -10,8 +10,9 @@
 //       acquire the instance dir, listen, publish instance.json, print "ready", echo every
 //       frame back to its sender, until killed
 //   transport_peer hold-lock BACKEND BASE INSTANCE
-//       (shared-memory backends) take the hello lock in the control segment (the robust
-//       mutex every connecting client takes), print "locked", and sleep until killed
+//       (shared-memory backends) enter through the door, take every lock in the granted
+//       segment the server could want (cond: the robust mutexes of both wake areas; the other
+//       flavors have none), print "locked", and sleep until killed
 #include <unistd.h>
 
 #include <cstdio>
@@ -22,6 +23,7 @@
 #include "common/instance.hpp"
 #include "common/protocol.hpp"
 #include "tests/support/frames.hpp"
+#include "transport/cond/cond.hpp"
 #include "transport/factory.hpp"
 #include "transport/shm/engine.hpp"
 #include "transport/shm/layout.hpp"
@@ -93,12 +95,17 @@ int server(const Backend& backend, const std::string& base, const std::string& i
 }
 
 int hold_lock(const Backend& backend, const std::string& base, const std::string& instance) {
-  const auto info = find_live_instance(base, instance);
-  if (!info || backend.shm_flavor == nullptr) return 3;
-  shm::Flavor flavor = backend.shm_flavor(std::filesystem::path(base) / instance);
-  auto seg = flavor.memory->open(info->objects.at("ctl").get<std::string>(), sizeof(shm::CtlBlock));
-  auto* ctl = reinterpret_cast<shm::CtlBlock*>(seg->data());
-  ctl->hello_lock.lock(kNoDeadline);
+  if (backend.shm_flavor == nullptr) return 3;
+  const std::filesystem::path dir = std::filesystem::path(base) / instance;
+  shm::Flavor flavor = backend.shm_flavor(dir);
+  ConnectOptions co = arrive(dir, instance, deadline_after(std::chrono::seconds(5)));
+  auto att = shm::Attachment::attach(co, flavor);
+  if (backend.name == "cond") {
+    cond::cond_wake(att.block().rx_wake).mutex.lock(kNoDeadline);
+    cond::cond_wake(att.block().tx_wake).mutex.lock(kNoDeadline);
+    // Asleep as far as the server can tell: every frame it sends tries the held lock.
+    att.block().rx_wake.sleeping.store(1);
+  }
   say("locked");
   for (;;) ::pause();
 }

@@ -1,17 +1,28 @@
-// A hostile client of the shared-memory backends: it does the handshake like any client
-// (shm::Attachment) and then writes what it likes into the memory the server reads. The
-// server must drop only that client, say why, and carry on serving the others.
+// A hostile client of the shared-memory backends: it enters through the door like any client
+// (transport::arrive, then shm::Attachment on what it was granted) and then writes what it
+// likes into the memory the server reads, rings its bell, truncates its segment. The server
+// must drop only that client, say why, and carry on serving the others.
 #define BOOST_TEST_MODULE hostile_shm
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/shm.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
+
+#include <filesystem>
 #include <random>
 
 #include "tests/support/chat_process.hpp"
 #include "tests/support/frames.hpp"
 #include "tests/support/main_fixture.hpp"
 #include "tests/support/server_harness.hpp"
+#include "transport/names.hpp"
 #include "transport/shm/engine.hpp"
 #include "transport/shm/layout.hpp"
+#include "transport/signal/sysv_shm.hpp"
 
 namespace bdata = boost::unit_test::data;
 using namespace chat;
@@ -48,12 +59,29 @@ void check_bystander_is_served(ServerHarness& server, Bystander& b) {
   server.ep().close(b.id);
 }
 
-// Attaches a hostile client and returns it with the id the server gave it.
-std::pair<shm::Attachment, ClientId> attach_hostile(ServerHarness& server, shm::Flavor& flavor) {
-  auto att = shm::Attachment::attach(server.connect_options(), flavor);
+// A hostile client: what it got at the door (its door connection stays open in `entry`), its
+// mappings, and the id the server gave it.
+struct Hostile {
+  ConnectOptions entry;
+  std::optional<shm::Attachment> att;
+  ClientId id = 0;
+  shm::ClientBlock& block() { return att->block(); }
+};
+
+// Enters through the door and maps the grant, keeping a copy of the segment's descriptor in
+// `segment_fd` if the backend passes one.
+Hostile attach_hostile(ServerHarness& server, shm::Flavor& flavor, UniqueFd* segment_fd = nullptr) {
+  Hostile h;
+  h.entry = server.connect_options();
+  if (segment_fd != nullptr && flavor.memory->passes_fd()) {
+    BOOST_REQUIRE(!h.entry.pass.fds.empty());
+    segment_fd->reset(::fcntl(h.entry.pass.fds[0].get(), F_DUPFD_CLOEXEC, 0));
+  }
+  h.att.emplace(shm::Attachment::attach(h.entry, flavor));
   const auto c = server.next(Kind::kConnected);
   BOOST_REQUIRE(c);
-  return {std::move(att), c->client};
+  h.id = c->client;
+  return h;
 }
 
 // Expects the server to report `id` as malformed, and releases it.
@@ -93,10 +121,10 @@ BOOST_DATA_TEST_CASE(bad_length_prefixes, bdata::make(shm_backends()), name) {
       {100, 4 + 50},                                 // longer than what was published
   };
   for (const auto& [length, published] : cases) {
-    auto [att, id] = attach_hostile(server, flavor);
-    publish_length(att.block(), length, published);
-    att.ring_server();
-    expect_malformed(server, id);
+    auto h = attach_hostile(server, flavor);
+    publish_length(h.block(), length, published);
+    h.att->ring_server();
+    expect_malformed(server, h.id);
   }
   check_bystander_is_served(server, bystander);
 }
@@ -113,17 +141,17 @@ BOOST_DATA_TEST_CASE(impossible_ring_positions, bdata::make(shm_backends()), nam
       std::uint64_t{1} << 62,
   };
   for (const std::uint64_t tail : tails) {
-    auto [att, id] = attach_hostile(server, flavor);
-    att.block().up.tail.store(tail);
-    att.ring_server();
-    expect_malformed(server, id);
+    auto h = attach_hostile(server, flavor);
+    h.block().up.tail.store(tail);
+    h.att->ring_server();
+    expect_malformed(server, h.id);
   }
   // A consumer position the server never published: its next send fails, the client is
   // dropped.
-  auto [att, id] = attach_hostile(server, flavor);
-  att.block().down.head.store(std::uint64_t{1} << 40);
-  BOOST_TEST((server.ep().send(id, frame_of("x")) == SendResult::kGone));
-  expect_malformed(server, id);
+  auto h = attach_hostile(server, flavor);
+  h.block().down.head.store(std::uint64_t{1} << 40);
+  BOOST_TEST((server.ep().send(h.id, frame_of("x")) == SendResult::kGone));
+  expect_malformed(server, h.id);
   check_bystander_is_served(server, bystander);
 }
 
@@ -134,8 +162,9 @@ BOOST_DATA_TEST_CASE(random_garbage_in_rings_and_header, bdata::make(shm_backend
   auto flavor = backend.shm_flavor(server.rt().dir());
   std::mt19937_64 rng(12345);
   for (int round = 0; round < 30; ++round) {
-    auto [att, id] = attach_hostile(server, flavor);
-    shm::ClientBlock& b = att.block();
+    auto h = attach_hostile(server, flavor);
+    const ClientId id = h.id;
+    shm::ClientBlock& b = h.block();
     // Everything the client can write except its own sleeping places: header fields, both
     // ring controls and both rings' bytes.
     const auto scribble = [&](void* p, std::size_t n) {
@@ -147,7 +176,7 @@ BOOST_DATA_TEST_CASE(random_garbage_in_rings_and_header, bdata::make(shm_backend
     scribble(b.up_data, sizeof b.up_data);
     scribble(b.down_data, sizeof b.down_data);
     if (round % 2) scribble(&b.client_closed, sizeof b.client_closed);
-    att.ring_server();
+    h.att->ring_server();
     // The server reports the client gone (malformed, or closed if the garbage said so)...
     const auto d = server.next(
         [&](const ServerEvent& e) { return e.kind == Kind::kDisconnected && e.client == id; });
@@ -158,28 +187,111 @@ BOOST_DATA_TEST_CASE(random_garbage_in_rings_and_header, bdata::make(shm_backend
   check_bystander_is_served(server, bystander);
 }
 
-BOOST_DATA_TEST_CASE(garbage_in_the_hello_table, bdata::make(shm_backends()), name) {
+// Everything the client holds besides its segment: its bell eventfd (rung without end and
+// filled to its limit), the server's bell page (which it must not be able to write), and its
+// door connection (junk the server never reads). The others are served throughout.
+BOOST_DATA_TEST_CASE(garbage_on_the_bell_and_the_door, bdata::make(shm_backends()), name) {
   const Backend& backend = *find_backend(name);
   ServerHarness server(backend);
-  auto flavor = backend.shm_flavor(server.rt().dir());
-  auto [att, id] = attach_hostile(server, flavor);
-  std::mt19937 rng(7);
-  shm::CtlBlock& ctl = att.ctl();
-  // Half the entries: impossible states, pids that do not exist or are not clients.
-  for (std::size_t i = 0; i < shm::kHelloEntries / 2; ++i) {
-    ctl.hello[i].state.store(static_cast<std::uint32_t>(rng()) % 7);
-    ctl.hello[i].pid = static_cast<std::int32_t>(rng());
-    ctl.hello[i].nonce = rng();
-  }
-  ctl.hello[0].state.store(shm::kHelloRequested);
-  ctl.hello[0].pid = -1;
-  ctl.hello[1].state.store(shm::kHelloRequested);
-  ctl.hello[1].pid = 0x7ffffff0;
-  att.ring_server();
-  // A proper client still gets in, and is served.
+  ConnectOptions raw = server.connect_options();
+  const auto raw_id = server.next(Kind::kConnected);
+  BOOST_REQUIRE(raw_id);
+  const std::size_t bells = raw.pass.fds.size();
+  const int page = raw.pass.fds[bells - 2].get();
+  const int event = raw.pass.fds[bells - 1].get();
+  // The bell page: no writable mapping, no write(2), no resizing.
+  BOOST_TEST(::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, page, 0) == MAP_FAILED);
+  const char junk[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  BOOST_TEST(::pwrite(page, junk, sizeof junk, 0) < 0);
+  BOOST_TEST(::ftruncate(page, 0) != 0);
+  void* ro = ::mmap(nullptr, 4096, PROT_READ, MAP_SHARED, page, 0);
+  BOOST_REQUIRE(ro != MAP_FAILED);
+  BOOST_TEST(::mprotect(ro, 4096, PROT_READ | PROT_WRITE) != 0);
+  ::munmap(ro, 4096);
+  // Its eventfd: at its limit (the server drains it), then rung by a thread without end.
+  const std::uint64_t max = 0xfffffffffffffffeULL;
+  BOOST_TEST(::write(event, &max, sizeof max) == 8);
+  std::atomic<bool> stop{false};
+  std::thread ringer([&] {
+    const std::uint64_t one = 1;
+    while (!stop) [[maybe_unused]] ssize_t w = ::write(event, &one, sizeof one);
+  });
+  // Junk on the door connection.
+  for (int i = 0; i < 100; ++i) ::send(raw.pass.socket.get(), junk, sizeof junk, MSG_DONTWAIT);
   auto bystander = connect_bystander(server);
+  for (int i = 0; i < 20; ++i) {
+    const auto start = Clock::now();
+    BOOST_REQUIRE(server.round_trip(*bystander.connection, bystander.id, "ping"));
+    BOOST_TEST((Clock::now() - start < 250ms));
+  }
+  stop = true;
+  ringer.join();
   check_bystander_is_served(server, bystander);
+  server.ep().close(raw_id->client);
+}
+
+// A client that truncates the segment the server maps would make the server take SIGBUS. A
+// memfd (cond) is sealed against it; a file (mmap) can be truncated, and the server's guard
+// turns the fault into zero pages and drops that client; SysV memory (signal) cannot shrink.
+BOOST_DATA_TEST_CASE(a_truncated_segment_costs_only_its_client, bdata::make(shm_backends()), name) {
+  const Backend& backend = *find_backend(name);
+  ServerHarness server(backend);
+  auto bystander = connect_bystander(server);
+  auto flavor = backend.shm_flavor(server.rt().dir());
+  for (int round = 0; round < 3; ++round) {
+    UniqueFd fd;
+    auto h = attach_hostile(server, flavor, &fd);
+    if (!fd) {
+      BOOST_TEST_MESSAGE(name << ": no descriptor to truncate");
+      break;
+    }
+    if (::ftruncate(fd.get(), 0) != 0) {
+      BOOST_TEST_MESSAGE(name << ": ftruncate refused: " << std::strerror(errno));
+      BOOST_TEST(errno == EPERM);  // sealed
+      server.ep().close(h.id);
+      break;
+    }
+    // The server touches the segment at once: its re-checks read the up ring, its sends
+    // write the down ring. The hostile mapping is not ours to touch any more.
+    server.ep().send(h.id, frame_of("into the void"));
+    h.att->ring_server_always();
+    expect_malformed(server, h.id);
+  }
+  check_bystander_is_served(server, bystander);
+}
+
+// What one client was granted is nobody else's to open: nothing of it has a name left once
+// the grant is through (no /dev/shm entry, no file in the runtime dir, a SysV segment already
+// removed, reachable only while attached), and what is passed is private to the server's
+// account.
+BOOST_DATA_TEST_CASE(a_granted_segment_has_no_name_left, bdata::make(shm_backends()), name) {
+  const Backend& backend = *find_backend(name);
+  ServerHarness server(backend);
+  auto [client, id] = server.connect_and_wait();
+  ConnectOptions raw = server.connect_options();
+  const auto raw_id = server.next(Kind::kConnected);
+  BOOST_REQUIRE(raw_id);
+  for (const auto& entry : std::filesystem::directory_iterator(server.dir())) {
+    const std::string file = entry.path().filename().string();
+    BOOST_TEST(file.rfind("mmap.", 0) != 0, file << " is still in the runtime dir");
+  }
+  const std::string tag = "ipchat." + transport::instance_tag(server.dir());
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
+    const std::string file = entry.path().filename().string();
+    BOOST_TEST(file.rfind(tag, 0) != 0, file << " is in /dev/shm");
+  }
+  if (raw.pass.channel.contains(sig::kChannelShmid)) {
+    const shmid_ds ds = sig::stat_sysv_segment(raw.pass.channel[sig::kChannelShmid].get<int>());
+    BOOST_TEST((ds.shm_perm.mode & SHM_DEST) != 0);
+    BOOST_TEST((ds.shm_perm.mode & 0777) == 0600u);
+  } else {
+    struct stat st {};
+    BOOST_REQUIRE(::fstat(raw.pass.fds[0].get(), &st) == 0);
+    BOOST_TEST((st.st_mode & 0777) == 0600u);
+  }
+  BOOST_TEST(server.round_trip(*client, id, "mine alone"));
   server.ep().close(id);
+  server.ep().close(raw_id->client);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

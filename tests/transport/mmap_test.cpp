@@ -1,6 +1,7 @@
-// Pitfalls of the `mmap` backend: its segments are plain files in the runtime dir, so a file
-// planted there (a symlink, a FIFO, someone else's file) must never be followed or mapped, and
-// the umask must not loosen the 0600 of what the server creates.
+// Pitfalls of the `mmap` backend: its segments are plain files in the runtime dir until they
+// are granted, so a file planted there (a symlink, someone else's file) must never be followed
+// or used, a client maps only a private file of the server's, and the umask must not loosen
+// the 0600 of what the server creates.
 #define BOOST_TEST_MODULE mmap_transport
 #include "transport/mmap/mmap.hpp"
 
@@ -19,6 +20,7 @@
 #include "common/instance.hpp"
 #include "tests/support/chat_process.hpp"
 #include "tests/support/main_fixture.hpp"
+#include "tests/support/server_harness.hpp"
 #include "tests/support/support.hpp"
 #include "transport/shm/layout.hpp"
 
@@ -75,77 +77,58 @@ class UmaskGuard {
 
 BOOST_AUTO_TEST_SUITE(mmap_backend)
 
-// A symlink where the server's control file goes would make it write the rings into whatever
-// the link points at: the server must refuse to start, and the target stays untouched.
-BOOST_AUTO_TEST_CASE(a_symlink_planted_as_the_control_file_is_refused) {
-  TempRuntime rt;
-  auto dir = InstanceDir::acquire(rt.base(), rt.instance());
-  const fs::path target = rt.base() / "precious";
+// A symlink (or any file) planted where the server creates a client's file would make it
+// write the rings into whatever the link points at: the server refuses that client instead,
+// the target stays untouched, and the next client gets a file of its own.
+BOOST_AUTO_TEST_CASE(a_symlink_planted_as_a_client_file_is_refused) {
+  ServerHarness server(*find_backend("mmap"));
+  const fs::path target = server.rt().base() / "precious";
   write_file(target, "do not overwrite");
-  fs::create_symlink(target, dir.path() / "mmap.ctl");
-  ListenOptions lo;
-  lo.dir = dir.path();
-  lo.instance = rt.instance();
-  lo.max_clients = 4;
-  BOOST_CHECK_THROW(mmap::listen(lo), std::system_error);
-  BOOST_TEST(read_file(target) == "do not overwrite");
-  BOOST_TEST(fs::is_symlink(fs::symlink_status(dir.path() / "mmap.ctl")));  // not ours to remove
-  fs::remove(dir.path() / "mmap.ctl");
-  BOOST_CHECK_NO_THROW(mmap::listen(lo));  // and a clean directory works
-  fs::remove(target);
-  dir.remove();
-  check_nothing_left(rt);
-}
-
-// A client maps the file the server's grant names; a symlink planted under that name, or a
-// name that leaves the runtime dir, is refused and nothing behind it is mapped or removed.
-BOOST_AUTO_TEST_CASE(a_symlink_or_a_path_as_a_client_segment_is_refused) {
-  TempRuntime rt;
-  auto dir = InstanceDir::acquire(rt.base(), rt.instance());
-  auto files = mmap::make_file_source(dir.path());
-  const fs::path target = rt.base() / "precious";
-  write_file(target, std::string(kBytes, 'x'));
-  fs::create_symlink(target, dir.path() / "mmap.c1.1");
-  BOOST_CHECK_THROW(files->open("mmap.c1.1", kBytes), std::system_error);
-  for (const std::string name :
-       {"../precious", "mmap.c1/../../precious", "/tmp", "mmap.", "", "ctl"}) {
-    BOOST_CHECK_THROW(files->open(name, kBytes), std::system_error);
-    files->remove(name);
+  fs::create_symlink(target, server.dir() / "mmap.c0.1");
+  try {
+    server.connect();
+    BOOST_ERROR("a client was granted the planted file");
+  } catch (const ConnectError& e) {
+    BOOST_TEST((e.kind() == ConnectError::Kind::kRefused));
+    BOOST_TEST_MESSAGE(e.what());
   }
-  BOOST_TEST(read_file(target) == std::string(kBytes, 'x'));
-  auto good = files->create("c2.1", kBytes);
-  BOOST_CHECK_NO_THROW(files->open(good->name(), kBytes));
-  files->remove(good->name());
-  files->remove(good->name());  // idempotent
-  BOOST_TEST(!fs::exists(dir.path() / good->name()));
-  fs::remove(dir.path() / "mmap.c1.1");
+  BOOST_TEST(read_file(target) == "do not overwrite");
+  BOOST_TEST(fs::is_symlink(fs::symlink_status(server.dir() / "mmap.c0.1")));  // not ours
+  auto [client, id] = server.connect_and_wait();
+  BOOST_TEST(server.round_trip(*client, id, "fine"));
+  server.ep().close(id);
+  client.reset();
+  fs::remove(server.dir() / "mmap.c0.1");
   fs::remove(target);
-  dir.remove();
-  check_nothing_left(rt);
 }
 
-// Only a private regular file of ours of the right size is mapped.
+// A client maps only what it was granted, and only if that is a private regular file of the
+// server's account of the expected size.
 BOOST_AUTO_TEST_CASE(odd_files_are_refused) {
   TempRuntime rt;
   auto dir = InstanceDir::acquire(rt.base(), rt.instance());
   auto files = mmap::make_file_source(dir.path());
   const fs::path d = dir.path();
+  const auto open_fd = [&](const char* name) {
+    UniqueFd fd(::open((d / name).c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK));
+    BOOST_REQUIRE_MESSAGE(fd, name << ": " << std::strerror(errno));
+    return fd;
+  };
+  const nlohmann::json channel = nlohmann::json::object();
   write_file(d / "mmap.ok", std::string(kBytes, '\0'));
   write_file(d / "mmap.group", std::string(kBytes, '\0'), 0640);
   write_file(d / "mmap.others", std::string(kBytes, '\0'), 0604);
   write_file(d / "mmap.short", std::string(kBytes / 2, '\0'));
-  fs::create_directory(d / "mmap.dir");
   BOOST_REQUIRE(::mkfifo((d / "mmap.fifo").c_str(), 0600) == 0);
-  BOOST_CHECK_NO_THROW(files->open("mmap.ok", kBytes));
-  for (const char* name : {"mmap.group", "mmap.others", "mmap.short", "mmap.dir", "mmap.fifo"}) {
-    BOOST_CHECK_THROW(files->open(name, kBytes), std::system_error);
+  BOOST_CHECK_NO_THROW(files->attach(channel, open_fd("mmap.ok"), kBytes, ::geteuid()));
+  for (const char* name : {"mmap.group", "mmap.others", "mmap.short", "mmap.fifo"}) {
+    BOOST_CHECK_THROW(files->attach(channel, open_fd(name), kBytes, ::geteuid()), std::exception);
   }
-  if (::geteuid() == 0) {
-    // Only root can give a file away; a file of another user is refused.
-    write_file(d / "mmap.foreign", std::string(kBytes, '\0'));
-    BOOST_REQUIRE(::chown((d / "mmap.foreign").c_str(), 65534, 65534) == 0);
-    BOOST_CHECK_THROW(files->open("mmap.foreign", kBytes), std::system_error);
-  }
+  // A file of ours is not the server's if the server is another account.
+  BOOST_CHECK_THROW(files->attach(channel, open_fd("mmap.ok"), kBytes, ::geteuid() + 1),
+                    std::exception);
+  UniqueFd dir_fd(::open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  BOOST_CHECK_THROW(files->attach(channel, std::move(dir_fd), kBytes, ::geteuid()), std::exception);
   dir.remove();
   check_nothing_left(rt);
 }
@@ -161,18 +144,23 @@ BOOST_DATA_TEST_CASE(files_are_0600_whatever_the_umask, bdata::make({0000, 0022,
   lo.instance = rt.instance();
   lo.max_clients = 4;
   auto ep = mmap::listen(lo);
-  BOOST_TEST(mode_of(dir.path() / "mmap.ctl") == 0600u);
   auto files = mmap::make_file_source(dir.path());
-  auto seg = files->create("c7.1", sizeof(shm::ClientBlock));
-  BOOST_TEST(mode_of(dir.path() / seg->name()) == 0600u);
-  BOOST_CHECK_NO_THROW(files->open(seg->name(), sizeof(shm::ClientBlock)));
-  files->remove(seg->name());
+  {
+    auto seg = files->create("c7.1", sizeof(shm::ClientBlock));
+    BOOST_TEST(mode_of(dir.path() / "mmap.c7.1") == 0600u);
+    seg->granted();
+    BOOST_TEST(!fs::exists(dir.path() / "mmap.c7.1"));
+  }
 
-  // And the whole handshake works under it.
+  // And the whole way in works under it; the file granted is 0600 too.
   std::unique_ptr<ClientConnection> client;
   std::thread connecting([&] {
-    client = mmap::connect(
-        named_options(dir.path(), rt.instance(), ::getpid(), ep->objects(), deadline_after(5s)));
+    ConnectOptions co = arrive(dir.path(), rt.instance(), deadline_after(5s));
+    struct stat st {};
+    if (!co.pass.fds.empty() && ::fstat(co.pass.fds[0].get(), &st) == 0) {
+      BOOST_TEST((st.st_mode & 07777) == 0600u);
+    }
+    client = mmap::connect(std::move(co));
   });
   std::vector<ServerEvent> events;
   const auto end = Clock::now() + 5s;
@@ -193,25 +181,26 @@ BOOST_DATA_TEST_CASE(files_are_0600_whatever_the_umask, bdata::make({0000, 0022,
   check_nothing_left(rt);
 }
 
-// A chatd killed with SIGKILL leaves its control file; a new chatd on the instance starts
-// without manual cleanup, over a control file of its own.
-BOOST_AUTO_TEST_CASE(a_restarting_chatd_replaces_a_killed_ones_files) {
+// A chatd killed with SIGKILL between creating a client's file and granting it leaves that
+// file; a new chatd on the instance starts without manual cleanup and removes it.
+BOOST_AUTO_TEST_CASE(a_restarting_chatd_removes_a_killed_ones_files) {
   TempRuntime rt;
   auto first = start_chatd(rt, "mmap");
-  const fs::path ctl = rt.dir() / "mmap.ctl";
-  BOOST_REQUIRE(fs::exists(ctl));
+  auto alice = start_chat(rt, "alice");
   first->kill(SIGKILL);
   BOOST_REQUIRE(first->exit_code(5s) == 128 + SIGKILL);
-  BOOST_REQUIRE(fs::exists(ctl));
+  BOOST_TEST(alice->exit_code(5s) == 5);
+  const fs::path stale = rt.dir() / "mmap.c0.1";
+  write_file(stale, std::string(kBytes, '\0'));  // as the killed one would have left it
   auto second = start_chatd(rt, "mmap");
   BOOST_REQUIRE(second->wait_err_contains("serving instance", 5s));
-  BOOST_TEST(second->err().find("mmap.ctl") != std::string::npos);  // logged as removed
+  BOOST_TEST(!fs::exists(stale));
   auto bob = start_chat(rt, "bob");
   bob->write("hello again\n");
   BOOST_TEST(wait_events(*bob, "message", 1, 5s));
   bob->close_stdin();
   BOOST_TEST(bob->exit_code(10s) == 0);
-  stop_and_check_clean(*second, rt, {::getpid(), first->pid(), bob->pid()}, 5s);
+  stop_and_check_clean(*second, rt, {::getpid(), first->pid(), alice->pid(), bob->pid()}, 5s);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -6,12 +6,17 @@
 #include <atomic>
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
+#include <random>
 #include <thread>
 
 #include "tests/support/chat_process.hpp"
+#include "tests/support/frames.hpp"
 #include "tests/support/main_fixture.hpp"
 #include "tests/support/server_harness.hpp"
 #include "tests/support/support.hpp"
+#include "transport/cond/cond.hpp"
+#include "transport/shm/engine.hpp"
+#include "transport/shm/layout.hpp"
 
 namespace bdata = boost::unit_test::data;
 using namespace chat;
@@ -139,6 +144,100 @@ BOOST_DATA_TEST_CASE(client_send_resumes_promptly_after_small_reads, bdata::make
                           << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
                           << " ms");
   BOOST_TEST((took < 50ms + kPrompt));
+}
+
+// A send that finds the down ring full raises the ring's "producer waiting" flag and asks for
+// kWritable. A client that drains the moment it sees the flag rings the bell once; if the I/O
+// thread looked before the send had asked for kWritable, nothing would wake it again and the
+// event would wait for the 500 ms re-check. The hook makes that moment as long as it takes.
+BOOST_DATA_TEST_CASE(writable_is_not_lost_to_a_drain_during_the_full_send,
+                     bdata::make(shm_backends()), name) {
+  // Polls that end only when woken (or by the engine's own re-check slice).
+  ServerHarness server(*find_backend(name), {.max_clients = 4, .log_as = {}}, 5000ms);
+  auto [client, id] = server.connect_and_wait();
+  std::atomic<int> hooked{0};
+  shm::set_full_hook_for_tests([&, c = client.get()] {
+    if (hooked++ != 0) return;
+    Frame f;
+    while (c->receive(f, deadline_after(20ms)) == ReceiveResult::kFrame) {
+    }
+    std::this_thread::sleep_for(100ms);  // the I/O thread looks, and goes back to sleep
+  });
+  const Frame small(100, std::byte{'x'});
+  std::size_t queued = 0;
+  while (server.ep().send(id, small) == SendResult::kSent) ++queued;
+  const auto full_at = Clock::now();
+  shm::set_full_hook_for_tests({});
+  BOOST_REQUIRE(queued > 1);
+  BOOST_REQUIRE(hooked.load() == 1);
+  const auto w = server.take(Kind::kWritable, id, 2000ms);
+  BOOST_REQUIRE_MESSAGE(w, "no kWritable after the client drained the ring");
+  const auto late = Clock::now() - full_at;
+  BOOST_TEST_MESSAGE(name << ": kWritable "
+                          << std::chrono::duration_cast<std::chrono::milliseconds>(late).count()
+                          << " ms after the send returned kFull");
+  BOOST_TEST((late < kPrompt));
+  server.ep().close(id);
+}
+
+// A client scribbling on its own wake areas (clearing and setting `sleeping`, rewriting the
+// sleeper's thread id, and for cond holding its wake-up lock) hurts only itself: the server's
+// wake-ups of it stay bounded, its own sleep is on the server bell, and another client's round
+// trips stay prompt. A client that keeps its wake-up lock held is dropped as malformed.
+BOOST_DATA_TEST_CASE(a_client_scribbling_on_its_wake_areas_slows_nobody_else,
+                     bdata::make(shm_backends()), name) {
+  const Backend& backend = *find_backend(name);
+  ServerHarness server(backend, {.max_clients = 4, .log_as = {}}, 5000ms);
+  auto flavor = backend.shm_flavor(server.dir());
+  ConnectOptions entry = server.connect_options();
+  auto att = shm::Attachment::attach(entry, flavor);
+  const auto hostile = server.take([](const ServerEvent& e) { return e.kind == Kind::kConnected; });
+  BOOST_REQUIRE(hostile);
+  auto [client, id] = server.connect_and_wait();
+  // Stopped and joined however the test ends.
+  std::jthread scribbler([&](std::stop_token stop) {
+    shm::ClientBlock& b = att.block();
+    if (name == "cond") cond::cond_wake(b.rx_wake).mutex.lock(kNoDeadline);
+    std::mt19937 rng(1);
+    while (!stop.stop_requested()) {
+      // It takes whatever the server sends, so the server keeps sending and waking it.
+      b.down.head.store(b.down.tail.load());
+      for (shm::WakeArea* a : {&b.rx_wake, &b.tx_wake}) {
+        a->sleeping.store(rng() & 1);
+        // Thread ids no process has (above any pid_max), none at all, and nonsense.
+        const std::int32_t tids[] = {0, -1, 0x7fff0000 + static_cast<std::int32_t>(rng() & 0xffff)};
+        a->sleeper_tid.store(tids[rng() % 3]);
+      }
+      std::this_thread::yield();  // two cores are shared with the server and the bystander
+    }
+  });
+  auto slowest = Clock::duration::zero();
+  const auto end = Clock::now() + 2s;
+  int trips = 0;
+  while (Clock::now() < end) {
+    for (int i = 0; i < 8; ++i) server.ep().send(hostile->client, frame_of("wake up"));
+    const auto start = Clock::now();
+    BOOST_REQUIRE(server.round_trip(*client, id, "ping " + std::to_string(trips)));
+    slowest = std::max(slowest, Clock::now() - start);
+    ++trips;
+  }
+  BOOST_TEST_MESSAGE(name << ": " << trips << " round trips, slowest "
+                          << std::chrono::duration_cast<std::chrono::milliseconds>(slowest).count()
+                          << " ms");
+  BOOST_TEST((slowest < kPrompt));
+  if (name == "cond") {
+    const auto gone = server.take(
+        [&](const ServerEvent& e) {
+          return e.kind == Kind::kDisconnected && e.client == hostile->client;
+        },
+        5000ms);
+    BOOST_REQUIRE_MESSAGE(gone, "a client holding its wake-up lock was not dropped");
+    BOOST_TEST((gone->gone == ServerEvent::Gone::kMalformed));
+  }
+  scribbler.request_stop();
+  scribbler.join();
+  server.ep().close(hostile->client);
+  server.ep().close(id);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

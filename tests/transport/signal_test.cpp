@@ -1,9 +1,11 @@
-// Pitfalls of the `signal` backend: a full real-time signal queue, a server killed with its
-// SysV segments still there, and segments that are not ours where ours are expected.
+// Pitfalls of the `signal` backend: a full real-time signal queue, a server killed while
+// clients are attached, a dead server's leftover segments, segments that are not ours where
+// ours are expected, and an access policy the kernel's signal rules cannot serve.
 #define BOOST_TEST_MODULE signal_transport
 #include "transport/signal/signal.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -21,12 +23,14 @@
 #include <functional>
 #include <thread>
 
+#include "common/access.hpp"
 #include "common/instance.hpp"
 #include "common/protocol.hpp"
 #include "tests/support/chat_process.hpp"
 #include "tests/support/frames.hpp"
 #include "tests/support/main_fixture.hpp"
 #include "tests/support/support.hpp"
+#include "transport/factory.hpp"
 #include "transport/names.hpp"
 #include "transport/shm/layout.hpp"
 #include "transport/signal/sysv_shm.hpp"
@@ -38,6 +42,9 @@ using namespace chat::transport;
 using namespace chat::test;
 
 namespace {
+
+// The size of the keyed control segment of servers from before the door.
+constexpr std::size_t kPreDoorCtlBytes = 6464;
 
 bool segment_exists(int shmid) {
   shmid_ds ds{};
@@ -125,8 +132,7 @@ class EchoServer {
     dir_.remove();
   }
   ConnectOptions connect_options() const {
-    return named_options(dir_.path(), dir_.instance(), ::getpid(), ep_->objects(),
-                         deadline_after(5s));
+    return arrive(dir_.path(), dir_.instance(), deadline_after(5s));
   }
 
  private:
@@ -205,84 +211,132 @@ BOOST_DATA_TEST_CASE(doorbell_gets_through_when_the_rt_queue_is_full, bdata::mak
   check_no_leftovers(rt, {::getpid(), child});
 }
 
-// A server killed with SIGKILL while a client was half-way through its handshake leaves the
-// keyed control segment and an IPC_PRIVATE client segment nobody will ever remove; cleanup
-// finds both by key and by creator, and removes nothing else.
-BOOST_AUTO_TEST_CASE(a_killed_servers_segments_are_reclaimed_by_cleanup) {
+// A server killed with SIGKILL while a client is attached leaves nothing in `ipcs`: every
+// client segment is removed (IPC_RMID) as soon as the server has attached it, and goes with
+// the last detach. The client notices the death and ends.
+BOOST_AUTO_TEST_CASE(a_killed_server_leaves_no_segment) {
   TempRuntime rt;
   Process server(
       {binary("transport_peer").string(), "server", "signal", rt.base().string(), rt.instance()});
   BOOST_REQUIRE_MESSAGE(server.wait_out_contains("ready", 5s), server.err());
-  const auto info = find_live_instance(rt.base(), rt.instance());
-  BOOST_REQUIRE(info);
-  const int ctl_id = std::stoi(info->objects.at("ctl").get<std::string>());
-
-  int client_id = -1;
-  {
-    // Ask for a connection the way a client does, and never attach what the server grants.
-    auto memory = sig::make_sysv_source(rt.dir());
-    auto ctl_segment =
-        memory->open(info->objects.at("ctl").get<std::string>(), sizeof(shm::CtlBlock));
-    auto* ctl = reinterpret_cast<shm::CtlBlock*>(ctl_segment->data());
-    shm::HelloEntry& e = ctl->hello[0];
-    BOOST_REQUIRE(e.state.load() == shm::kHelloFree);
-    e.pid = ::getpid();
-    e.nonce = 42;
-    e.state.store(shm::kHelloRequested);
-    sig::make_waker()->wake(ctl->server_wake, info->pid);
-    const auto end = Clock::now() + 5s;
-    while (e.state.load() != shm::kHelloGranted && Clock::now() < end)
-      std::this_thread::sleep_for(1ms);
-    BOOST_REQUIRE(e.state.load() == shm::kHelloGranted);
-    client_id = std::stoi(std::string(e.segment));
-  }
-  BOOST_REQUIRE(segment_exists(client_id));
-
+  Process client({binary("transport_peer").string(), "client", "signal", rt.base().string(),
+                  rt.instance(), "idle"});
+  BOOST_REQUIRE_MESSAGE(client.wait_out_contains("connected", 5s), client.err());
   server.kill(SIGKILL);
   BOOST_REQUIRE(server.exit_code(5s) == 128 + SIGKILL);
-  BOOST_REQUIRE(segment_exists(ctl_id));
-  BOOST_REQUIRE(segment_exists(client_id));
-
+  BOOST_TEST(client.wait_out_contains("closed server_alive=0", 5s));
+  BOOST_TEST(client.exit_code(5s) == 0);
   auto dir = InstanceDir::acquire(rt.base(), rt.instance());
   const auto stale = dir.stale_info();
   BOOST_REQUIRE(stale);
-  const auto removed = sig::cleanup({dir.path(), stale->pid, stale->objects});
-  BOOST_TEST_MESSAGE("cleanup: " << (removed.empty() ? "" : removed.front()));
+  BOOST_TEST(sig::cleanup({dir.path(), stale->pid, stale->objects}).empty());
+  dir.remove();
+  check_no_leftovers(rt, {::getpid(), server.pid(), client.pid()});
+}
+
+// What a dead server could still leave (a client segment created the instant before it was
+// removed, or the keyed control segment of a server from before the door) is found by its
+// creator's pid and key and removed by cleanup; nothing of a live process is touched.
+BOOST_AUTO_TEST_CASE(a_dead_servers_segments_are_reclaimed_by_cleanup) {
+  TempRuntime rt;
+  BOOST_REQUIRE_MESSAGE(thread_count() == 1, "fork needs a single-threaded test process");
+  auto dir = InstanceDir::acquire(rt.base(), rt.instance());
+  const fs::path key_file = dir.path() / sig::kSysvKeyFile;
+  int client_id = -1;
+  int ctl_id = -1;
+  int pipe_fds[2];
+  BOOST_REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
+  pid_t dead = 0;
+  const std::string result = in_child(
+      [&]() -> std::string {
+        const int c = ::shmget(IPC_PRIVATE, sizeof(shm::ClientBlock), IPC_CREAT | 0600);
+        const int fd = ::open(key_file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (c < 0 || fd < 0) return "cannot create the leftovers";
+        ::close(fd);
+        const int k = ::shmget(::ftok(key_file.c_str(), sig::kSysvProjectId), kPreDoorCtlBytes,
+                               IPC_CREAT | IPC_EXCL | 0600);
+        if (k < 0) return "cannot create the keyed segment";
+        const int ids[2] = {c, k};
+        if (::write(pipe_fds[1], ids, sizeof ids) != sizeof ids) return "write";
+        return "";
+      },
+      dead);
+  ::close(pipe_fds[1]);
+  int ids[2] = {-1, -1};
+  BOOST_REQUIRE(::read(pipe_fds[0], ids, sizeof ids) == static_cast<ssize_t>(sizeof ids));
+  ::close(pipe_fds[0]);
+  BOOST_REQUIRE(result == "");
+  client_id = ids[0];
+  ctl_id = ids[1];
+  BOOST_REQUIRE(segment_exists(client_id));
+  BOOST_REQUIRE(segment_exists(ctl_id));
+  const nlohmann::json objects = {{"sysv_key_file", sig::kSysvKeyFile},
+                                  {"ctl", std::to_string(ctl_id)}};
+  const auto removed = sig::cleanup({dir.path(), dead, objects});
   BOOST_REQUIRE_EQUAL(removed.size(), 2u);
   BOOST_TEST(removed[0].find("control segment") != std::string::npos);
   BOOST_TEST(removed[0].find(std::to_string(ctl_id)) != std::string::npos);
   BOOST_TEST(removed[1].find("client segment") != std::string::npos);
   BOOST_TEST(removed[1].find(std::to_string(client_id)) != std::string::npos);
-  BOOST_TEST(!segment_exists(ctl_id));
   BOOST_TEST(!segment_exists(client_id));
-  // Run again, there is nothing more to do.
-  BOOST_TEST(sig::cleanup({dir.path(), stale->pid, stale->objects}).empty());
+  BOOST_TEST(!segment_exists(ctl_id));
+  BOOST_TEST(sig::cleanup({dir.path(), dead, objects}).empty());
+  fs::remove(key_file);
   dir.remove();
-  check_no_leftovers(rt, {::getpid(), server.pid()});
+  check_no_leftovers(rt, {::getpid(), dead});
 }
 
-// The same through the binaries: a chatd killed with SIGKILL, and a new chatd on the instance
-// starts without manual cleanup and says what it removed.
-BOOST_AUTO_TEST_CASE(a_restarting_chatd_reclaims_a_killed_ones_segments) {
+// The same through the binaries: a chatd killed with SIGKILL while a client is connected, and
+// a new chatd on the instance starts without manual cleanup; nothing is left of either.
+BOOST_AUTO_TEST_CASE(a_restarting_chatd_starts_over_a_killed_one) {
   TempRuntime rt;
   auto first = start_chatd(rt, "signal");
-  const auto info = find_live_instance(rt.base(), rt.instance());
-  BOOST_REQUIRE(info);
-  const int ctl_id = std::stoi(info->objects.at("ctl").get<std::string>());
+  auto alice = start_chat(rt, "alice");
   first->kill(SIGKILL);
   BOOST_REQUIRE(first->exit_code(5s) == 128 + SIGKILL);
-  BOOST_REQUIRE(segment_exists(ctl_id));
+  BOOST_TEST(alice->exit_code(5s) == 5);
   auto second = start_chatd(rt, "signal");
   // start_chatd may return on the stale instance.json: wait until it is really serving.
   BOOST_REQUIRE(second->wait_err_contains("serving instance", 5s));
-  BOOST_TEST(second->err().find("SysV shm segment " + std::to_string(ctl_id)) != std::string::npos);
-  BOOST_TEST(!segment_exists(ctl_id));
-  stop_and_check_clean(*second, rt, {::getpid(), first->pid()}, 5s);
+  auto bob = start_chat(rt, "bob");
+  bob->close_stdin();
+  BOOST_TEST(bob->exit_code(10s) == 0);
+  stop_and_check_clean(*second, rt, {::getpid(), first->pid(), alice->pid(), bob->pid()}, 5s);
 }
 
-// A segment that already has the ftok key — planted, or another instance's after an ftok
-// collision — is an error for the server, never shared, and not cleanup's to remove while its
-// creator lives; whatever its permissions.
+// The kernel lets an unprivileged process signal only processes of its own account, so a
+// server that admits other accounts could never wake their clients: listen() says so.
+BOOST_DATA_TEST_CASE(listen_refuses_any_access_but_user, bdata::make({"group:", "all"}), spelling) {
+  TempRuntime rt;
+  auto dir = InstanceDir::acquire(rt.base(), rt.instance());
+  ListenOptions lo;
+  lo.dir = dir.path();
+  lo.instance = rt.instance();
+  lo.max_clients = 4;
+  std::string text = spelling;
+  if (text == "group:") {
+    const group* g = ::getgrgid(::getegid());
+    BOOST_REQUIRE(g != nullptr);
+    text += g->gr_name;
+  }
+  lo.access = AccessPolicy::parse(text);
+  try {
+    sig::listen(lo);
+    BOOST_ERROR("signal listened with --access=" << text);
+  } catch (const std::exception& e) {
+    BOOST_TEST(std::string(e.what()).find("--access=user") != std::string::npos);
+    BOOST_TEST_MESSAGE(e.what());
+  }
+  BOOST_TEST(!fs::exists(dir.path() / "door.sock"));
+  lo.access = AccessPolicy();
+  BOOST_CHECK_NO_THROW(sig::listen(lo));
+  dir.remove();
+  check_no_leftovers(rt, {::getpid()});
+}
+
+// A segment that already has the legacy ftok key — planted, or another instance's after an
+// ftok collision — is never shared, and not cleanup's to remove while its creator lives;
+// whatever its permissions.
 BOOST_DATA_TEST_CASE(a_segment_already_holding_the_key_is_refused, bdata::make({0600, 0644}),
                      mode) {
   TempRuntime rt;
@@ -295,7 +349,7 @@ BOOST_DATA_TEST_CASE(a_segment_already_holding_the_key_is_refused, bdata::make({
   }
   const key_t key = ::ftok(key_file.c_str(), sig::kSysvProjectId);
   BOOST_REQUIRE(key != -1);
-  const int planted = ::shmget(key, sizeof(shm::CtlBlock), IPC_CREAT | IPC_EXCL | mode);
+  const int planted = ::shmget(key, kPreDoorCtlBytes, IPC_CREAT | IPC_EXCL | mode);
   BOOST_REQUIRE_MESSAGE(planted >= 0, "shmget: " << std::strerror(errno));
 
   // Cleanup leaves it alone: its creator (this process) is alive.
@@ -303,15 +357,15 @@ BOOST_DATA_TEST_CASE(a_segment_already_holding_the_key_is_refused, bdata::make({
   BOOST_TEST(sig::cleanup({dir.path(), ::getpid() + 100000, nullptr}).empty());
   BOOST_TEST(segment_exists(planted));
 
-  // The server refuses to start over the planted key file...
+  // The server does not use keys any more: it starts beside it and never attaches it...
   ListenOptions lo;
   lo.dir = dir.path();
   lo.instance = rt.instance();
   lo.max_clients = 4;
-  BOOST_CHECK_THROW(sig::listen(lo), std::system_error);
+  BOOST_CHECK_NO_THROW(sig::listen(lo));
   // ...and creating a segment under the key it names fails rather than sharing it.
   try {
-    sig::SysvSegment::create(key, sizeof(shm::CtlBlock), "test");
+    sig::SysvSegment::create(key, kPreDoorCtlBytes, "test");
     BOOST_ERROR("created a segment under a key that is taken");
   } catch (const std::system_error& e) {
     BOOST_TEST(e.code().value() == EEXIST);
@@ -326,37 +380,42 @@ BOOST_DATA_TEST_CASE(a_segment_already_holding_the_key_is_refused, bdata::make({
   check_no_leftovers(rt, {::getpid()});
 }
 
-// A client maps only private segments of ours of the expected size: the segment name comes
-// from shared memory other clients can write.
-BOOST_AUTO_TEST_CASE(open_refuses_segments_that_are_not_private_and_ours) {
+// A client maps only private segments of ours of the expected size, by an id that must be
+// one.
+BOOST_AUTO_TEST_CASE(attach_refuses_segments_that_are_not_private_and_ours) {
   TempRuntime rt;
-  auto dir = InstanceDir::acquire(rt.base(), rt.instance());
-  auto memory = sig::make_sysv_source(dir.path());
+  auto memory = sig::make_sysv_source();
   constexpr std::size_t kBytes = 8192;
+  const uid_t me = ::geteuid();
   std::vector<int> made;
   const auto make = [&](std::size_t bytes, int mode) {
     const int id = ::shmget(IPC_PRIVATE, bytes, IPC_CREAT | mode);
     BOOST_REQUIRE(id >= 0);
     made.push_back(id);
-    return std::to_string(id);
+    return nlohmann::json{{sig::kChannelShmid, id}};
   };
-  BOOST_CHECK_NO_THROW(memory->open(make(kBytes, 0600), kBytes));
-  BOOST_CHECK_THROW(memory->open(make(kBytes, 0640), kBytes), std::system_error);
-  BOOST_CHECK_THROW(memory->open(make(kBytes, 0606), kBytes), std::system_error);
-  BOOST_CHECK_THROW(memory->open(make(kBytes + 4096, 0600), kBytes), std::system_error);
+  BOOST_CHECK_NO_THROW(memory->attach(make(kBytes, 0600), {}, kBytes, me));
+  BOOST_CHECK_THROW(memory->attach(make(kBytes, 0640), {}, kBytes, me), std::system_error);
+  BOOST_CHECK_THROW(memory->attach(make(kBytes, 0606), {}, kBytes, me), std::system_error);
+  BOOST_CHECK_THROW(memory->attach(make(kBytes + 4096, 0600), {}, kBytes, me), std::system_error);
+  // A server of another account could not signal us anyway.
+  BOOST_CHECK_THROW(memory->attach(make(kBytes, 0600), {}, kBytes, me + 1), std::exception);
   if (::geteuid() == 0) {
     // Only root can give a segment away; a segment of another user is refused.
-    const std::string name = make(kBytes, 0600);
-    shmid_ds ds = sig::stat_sysv_segment(std::stoi(name));
+    const nlohmann::json channel = make(kBytes, 0600);
+    const int id = channel[sig::kChannelShmid].get<int>();
+    shmid_ds ds = sig::stat_sysv_segment(id);
     ds.shm_perm.uid = 65534;
-    BOOST_REQUIRE(::shmctl(std::stoi(name), IPC_SET, &ds) == 0);
-    BOOST_CHECK_THROW(memory->open(name, kBytes), std::system_error);
+    BOOST_REQUIRE(::shmctl(id, IPC_SET, &ds) == 0);
+    BOOST_CHECK_THROW(memory->attach(channel, {}, kBytes, me), std::system_error);
   }
-  for (const std::string bad : {"", "-1", "12x", "0x10", " 5", "99999999999"}) {
-    BOOST_CHECK_THROW(memory->open(bad, kBytes), std::system_error);
+  for (const nlohmann::json& bad :
+       {nlohmann::json(""), nlohmann::json(-1), nlohmann::json("12"), nlohmann::json(1e12),
+        nlohmann::json(nullptr), nlohmann::json(99999999999LL)}) {
+    BOOST_CHECK_THROW(memory->attach({{sig::kChannelShmid, bad}}, {}, kBytes, me), std::exception);
   }
+  BOOST_CHECK_THROW(memory->attach(nlohmann::json::object(), {}, kBytes, me), std::exception);
   for (int id : made) BOOST_REQUIRE(::shmctl(id, IPC_RMID, nullptr) == 0);
-  dir.remove();
   check_no_leftovers(rt, {::getpid()});
 }
 

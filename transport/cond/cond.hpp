@@ -1,5 +1,6 @@
-// `cond`: POSIX shared memory rings; a sleeper waits on a process-shared condition variable
-// (CLOCK_MONOTONIC) under a robust mutex.
+// `cond`: shared memory rings (a sealed memfd per client, passed through the door); a client's
+// sleeping thread waits on a process-shared condition variable (CLOCK_MONOTONIC) under a
+// robust mutex in its own segment. The server sleeps on the server bell.
 #pragma once
 
 #include <memory>
@@ -13,8 +14,8 @@
 
 namespace chat::transport::cond {
 
-// What a WakeArea holds for this backend. Exposed for the crash tests, which take the lock
-// from a separate process and die holding it.
+// What a WakeArea holds for this backend. Exposed for the tests that hold a client's lock from
+// a separate process, or die holding it.
 struct CondWake {
   shm::RobustMutex mutex;
   shm::SharedCondvar cond;

@@ -4,17 +4,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <boost/interprocess/file_mapping.hpp>
-#include <boost/interprocess/mapped_region.hpp>
 #include <ctime>
 
 #include "common/error.hpp"
 #include "common/unique_fd.hpp"
 #include "transport/shm/engine.hpp"
-#include "transport/shm/mapped_segment.hpp"
 
 namespace chat::transport::mmap {
-namespace bip = boost::interprocess;
 namespace {
 
 static_assert(sizeof(SemWake) <= sizeof(shm::WakeArea::impl));
@@ -27,12 +23,21 @@ constexpr std::string_view kPrefix = "mmap.";
 // us here; past the bound we pause a little instead of spinning on its posts.
 constexpr int kMaxDrain = 64;
 
-// Names come from shared memory a client can scribble on: only "mmap.<no slash>" is ours.
-bool valid_name(std::string_view name) {
-  return name.size() > kPrefix.size() && name.size() < 96 &&
-         name.substr(0, kPrefix.size()) == kPrefix && name.find('/') == std::string_view::npos &&
-         name.find('\0') == std::string_view::npos;
-}
+// A file in the runtime dir, named until the client has its descriptor.
+class FileSegment final : public shm::FdSegment {
+ public:
+  FileSegment(UniqueFd fd, std::size_t bytes, std::filesystem::path path)
+      : FdSegment(std::move(fd), bytes, path.string()), path_(std::move(path)) {}
+  ~FileSegment() override { granted(); }
+  void granted() override {
+    if (!path_.empty()) ::unlink(path_.c_str());  // ENOENT: already gone, fine
+    path_.clear();
+    FdSegment::granted();
+  }
+
+ private:
+  std::filesystem::path path_;
+};
 
 class FileSource final : public shm::MemorySource {
  public:
@@ -41,7 +46,10 @@ class FileSource final : public shm::MemorySource {
   std::unique_ptr<shm::Segment> create(std::string_view what, std::size_t bytes) override {
     const std::string name = std::string(kPrefix) + std::string(what);
     const auto path = dir_ / name;
-    if (!valid_name(name)) throw_system_error("open", path.string(), EINVAL);
+    if (what.empty() || what.find('/') != std::string_view::npos) {
+      throw_system_error("open", path.string(), EINVAL);
+    }
+    // O_EXCL|O_NOFOLLOW: a file (or symlink) planted under the name is never used.
     UniqueFd fd(retry_eintr([&] {
       return ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     }));
@@ -53,62 +61,26 @@ class FileSource final : public shm::MemorySource {
       if (retry_eintr([&] { return ::ftruncate(fd.get(), static_cast<off_t>(bytes)); }) != 0) {
         throw_system_error("ftruncate", path.string());
       }
-      return map(fd.get(), path, name, bytes);
     } catch (...) {
       ::unlink(path.c_str());
       throw;
     }
+    return std::make_unique<FileSegment>(std::move(fd), bytes, path);
   }
 
-  std::unique_ptr<shm::Segment> open(const std::string& name, std::size_t bytes) override {
-    const auto path = dir_ / name;
-    if (!valid_name(name)) throw_system_error("open", path.string(), EINVAL);
-    UniqueFd fd(retry_eintr([&] { return ::open(path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC); }));
-    if (!fd) throw_system_error("open(O_NOFOLLOW)", path.string());
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) throw_system_error("fstat", path.string());
-    if (!S_ISREG(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
-      throw_system_error("open", path.string() + " is not a private regular file of ours", EACCES);
-    }
-    if (static_cast<std::size_t>(st.st_size) != bytes) {
-      throw_system_error("open",
-                         path.string() + " has " + std::to_string(st.st_size) +
-                             " bytes, expected " + std::to_string(bytes),
-                         EINVAL);
-    }
-    return map(fd.get(), path, name, bytes);
+  std::unique_ptr<shm::Segment> attach(const nlohmann::json&, UniqueFd fd, std::size_t bytes,
+                                       uid_t owner) override {
+    shm::check_private_file(fd.get(), bytes, owner, "the granted file");
+    auto segment = std::make_unique<shm::FdSegment>(std::move(fd), bytes, "the granted file");
+    segment->close_fd();
+    return segment;
   }
 
-  void remove(const std::string& name) override {
-    if (valid_name(name)) ::unlink((dir_ / name).c_str());  // ENOENT: already gone, fine
-  }
+  bool passes_fd() const override { return true; }
 
   nlohmann::json objects() const override { return {{"mmap_file_prefix", kPrefix}}; }
 
  private:
-  // Maps the file `fd` has open (and checked) through Boost.Interprocess, which opens it again
-  // by name: the two must be the same file, or someone swapped it in between.
-  static std::unique_ptr<shm::Segment> map(int fd, const std::filesystem::path& path,
-                                           const std::string& name, std::size_t bytes) {
-    struct stat want {};
-    struct stat got {};
-    if (::fstat(fd, &want) != 0) throw_system_error("fstat", path.string());
-    try {
-      bip::file_mapping file(path.c_str(), bip::read_write);
-      if (::fstat(file.get_mapping_handle().handle, &got) != 0) {
-        throw_system_error("fstat", path.string());
-      }
-      if (got.st_dev != want.st_dev || got.st_ino != want.st_ino) {
-        throw_system_error("open", path.string() + " was replaced while being opened", EACCES);
-      }
-      return std::make_unique<shm::MappedSegment>(
-          name, bip::mapped_region(file, bip::read_write, 0, bytes));
-    } catch (const bip::interprocess_exception& e) {
-      const int err = e.get_native_error();
-      throw_system_error("mmap", path.string(), err != 0 ? err : EIO);
-    }
-  }
-
   std::filesystem::path dir_;
 };
 
@@ -135,18 +107,18 @@ class SemWaker final : public shm::Waker {
     }
   }
 
-  void wake(shm::WakeArea& area, pid_t) override {
-    // EOVERFLOW only if someone posted it to the limit: the sleeper is awake then anyway.
+  shm::WakeResult wake(shm::WakeArea& area, pid_t) override {
+    // A post never waits for anything the sleeper holds. EOVERFLOW only if someone posted it
+    // to the limit: the sleeper is awake then anyway.
     ::sem_post(&sem_wake(area).sem);
+    return shm::WakeResult::kDone;
   }
 };
 
 }  // namespace
 
 shm::Flavor flavor(const std::filesystem::path& dir) {
-  // The server may use the same waker: a semaphore wait holds nothing a client could keep, and
-  // it ends at the deadline whatever a client wrote into the semaphore.
-  return shm::Flavor{make_file_source(dir), std::make_unique<SemWaker>(), nullptr};
+  return shm::Flavor{make_file_source(dir), std::make_unique<SemWaker>()};
 }
 
 std::unique_ptr<shm::MemorySource> make_file_source(const std::filesystem::path& dir) {
@@ -154,7 +126,7 @@ std::unique_ptr<shm::MemorySource> make_file_source(const std::filesystem::path&
 }
 
 std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options) {
-  return shm::listen(options, flavor(options.dir));
+  return shm::listen(options, "mmap", flavor(options.dir));
 }
 
 std::unique_ptr<ClientConnection> connect(ConnectOptions options) {

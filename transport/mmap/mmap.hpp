@@ -1,6 +1,8 @@
-// `mmap`: the shared-memory rings live in regular files in the runtime dir, mapped MAP_SHARED
-// (DIR/mmap.ctl, DIR/mmap.c<slot>.<generation>); a sleeper waits on a process-shared POSIX
-// semaphore inside the mapping.
+// `mmap`: the shared-memory rings live in regular files in the runtime dir, mapped MAP_SHARED:
+// the server creates DIR/mmap.c<slot>.<generation> 0600, passes its descriptor through the
+// door and unlinks it once granted. A client's sleeping thread waits on a process-shared POSIX
+// semaphore inside the mapping; the server sleeps on the server bell. A client can truncate
+// its file: the server's mappings are guarded (shm/sigbus_guard.hpp).
 #pragma once
 
 #include <semaphore.h>
@@ -25,8 +27,9 @@ inline SemWake& sem_wake(shm::WakeArea& area) {
   return *reinterpret_cast<SemWake*>(area.impl);
 }
 
-// The files of the instance in `dir`, each created O_EXCL, 0600 whatever the umask; opened
-// only if it is a regular file of ours (no symlink), private, and of the expected size.
+// The files of the instance in `dir`, each created O_EXCL|O_NOFOLLOW, 0600 whatever the umask;
+// a client maps a granted descriptor only if it is a private regular file of the server's
+// account of the expected size.
 std::unique_ptr<shm::MemorySource> make_file_source(const std::filesystem::path& dir);
 
 // This backend's memory source and waker (for tests that play a hostile client).

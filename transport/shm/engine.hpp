@@ -1,9 +1,19 @@
 // The server endpoint and client connection shared by every shared-memory backend. A backend
-// is a Flavor: where its memory comes from and how a sleeper is woken.
+// is a Flavor: where its memory comes from and how the server wakes a client's thread.
+//
+// A client enters through the door (transport/door.hpp); the server creates its segment and
+// grants it with the server bell: [segment fd,] bell page fd, the client's bell eventfd, and a
+// channel json. The server's I/O thread sleeps in epoll on the door, every client's bell
+// eventfd, pidfd and door connection, and its own wake eventfd: nothing one client writes can
+// keep it asleep for another.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <optional>
+#include <string>
 
+#include "transport/bell.hpp"
 #include "transport/shm/memory.hpp"
 #include "transport/shm/wake.hpp"
 #include "transport/transport.hpp"
@@ -12,43 +22,46 @@ namespace chat::transport::shm {
 
 struct Flavor {
   std::unique_ptr<MemorySource> memory;
-  // Wakes clients (and is the server's too, unless server_waker is set).
+  // Wakes a client's sleeping thread (the server sleeps on the bell).
   std::unique_ptr<Waker> waker;
-  // Wakes the server, if it must differ: the server may never block on anything a client can
-  // hold (a mutex in shared memory, say), or one stopped client would stall every other.
-  std::unique_ptr<Waker> server_waker = nullptr;
 };
 
-struct CtlBlock;
 struct ClientBlock;
 
-// The waker that wakes the server in `flavor`.
-Waker& server_waker(Flavor& flavor);
+// What the grant's channel json says, and how many descriptors come with it.
+inline constexpr char kChannelLayout[] = "layout";
+inline constexpr char kChannelBytes[] = "bytes";
 
-// A client's mappings after the handshake: the server's control segment and the client's own
-// segment. The engine's ClientConnection is built on it; tests that play a hostile client use
-// it directly to write whatever they like into the memory the server reads.
+// A client's side of its channel: its segment and its bell. The engine's ClientConnection is
+// built on it; tests that play a hostile client use it directly to write whatever they like
+// into the memory the server reads.
 class Attachment {
  public:
-  // Claims a hello entry, asks, and maps the granted segment. Throws ConnectError.
-  static Attachment attach(const ConnectOptions& options, Flavor& flavor);
+  // Maps what the server granted at the door (`options.pass`: its channel json and
+  // descriptors, which are taken). Throws ConnectError (kOther) on anything unexpected.
+  static Attachment attach(ConnectOptions& options, Flavor& flavor);
 
-  CtlBlock& ctl() { return *ctl_; }
   ClientBlock& block() { return *block_; }
-  // Rings the server's doorbell, as after writing to the up ring.
-  void ring_server();
+  // Rings the server's bell if it sleeps, as after writing to the up ring.
+  void ring_server() { bell_->ring(); }
+  // Rings it whatever its flag says.
+  void ring_server_always() { bell_->ring_always(); }
 
  private:
   Attachment() = default;
-  std::unique_ptr<Segment> ctl_segment_;
   std::unique_ptr<Segment> segment_;
-  CtlBlock* ctl_ = nullptr;
   ClientBlock* block_ = nullptr;
-  Waker* server_waker_ = nullptr;
-  pid_t server_pid_ = 0;
+  std::optional<ClientBell> bell_;
 };
 
-std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options, Flavor flavor);
-std::unique_ptr<ClientConnection> connect(const ConnectOptions& options, Flavor flavor);
+// `transport` is the backend's name, for the grant.
+std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options, std::string transport,
+                                       Flavor flavor);
+std::unique_ptr<ClientConnection> connect(ConnectOptions& options, Flavor flavor);
+
+// Tests only: called by a server send() that found a client's down ring full, after the send
+// announced that it waits for room and before it returns kFull. Empty: nothing is called.
+// Set it while no send() runs.
+void set_full_hook_for_tests(std::function<void()> hook);
 
 }  // namespace chat::transport::shm

@@ -1,4 +1,5 @@
-// Sleeping and waking across processes for the shared-memory backends.
+// Sleeping and waking across processes for the shared-memory backends: how the server wakes a
+// client's thread (the server itself sleeps in epoll on the server bell, transport/bell.hpp).
 //
 // A WakeArea in shared memory belongs to exactly one sleeping thread. The sleeper announces
 // `sleeping`, re-checks its condition, and only then blocks; a waker publishes its data first
@@ -23,6 +24,15 @@ struct alignas(64) WakeArea {
   alignas(16) std::byte impl[192];        // the Waker's own objects (mutex+condvar, sem_t...)
 };
 
+// What a wake-up found. The area lives in memory its sleeper can write: a waker never waits
+// for it beyond a few microseconds, and says so instead.
+enum class WakeResult {
+  kIdle,    // nobody said it sleeps: nothing to do
+  kDone,    // rung
+  kBusy,    // the sleeper's lock was held past the waker's patience; signalled anyway
+  kBroken,  // the area is unusable (a corrupted lock); nothing could be done
+};
+
 // How one backend blocks and wakes. Implementations are stateless or thread-safe.
 class Waker {
  public:
@@ -35,12 +45,12 @@ class Waker {
   // Only called after `area.sleeping` was set by the caller.
   virtual void sleep(WakeArea& area, Deadline deadline) = 0;
   // Wakes the sleeper of `area`, a thread of process `sleeper_pid`. Never blocks for long.
-  virtual void wake(WakeArea& area, pid_t sleeper_pid) = 0;
+  virtual WakeResult wake(WakeArea& area, pid_t sleeper_pid) = 0;
 };
 
 // Wakes the sleeper of `area` if, and only if, it announced that it sleeps. Call after
 // publishing the data the sleeper waits for.
-void notify(Waker& waker, WakeArea& area, pid_t sleeper_pid);
+WakeResult notify(Waker& waker, WakeArea& area, pid_t sleeper_pid);
 
 // Spin-then-block tuning for one waiting thread: spins only while spinning has been paying
 // off recently (the peer answered within the spin), and never longer than kMaxSpinNs. Once

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <mutex>
+#include <stdexcept>
 #include <utility>
 
 #include "common/error.hpp"
@@ -15,6 +16,9 @@
 
 namespace chat::transport::sig {
 namespace {
+
+// The size of the control segment of servers from before the door, for their leftovers.
+constexpr std::size_t kPreDoorCtlBytes = 6464;
 
 // Doorbells still pending after a wake-up are stale (the sleeper re-checks anyway); taking
 // them keeps them from ending a later sleep early. Bounded so a flood cannot hold us here.
@@ -83,8 +87,8 @@ class SignalWaker final : public shm::Waker {
     }
   }
 
-  void wake(shm::WakeArea& area, pid_t pid) override {
-    if (pid <= 0) return;
+  shm::WakeResult wake(shm::WakeArea& area, pid_t pid) override {
+    if (pid <= 0) return shm::WakeResult::kDone;
     pid_t tid = 0;
     if (pid == own_pid_) {
       // Our own sleeper: trust our private record over the shared memory.
@@ -94,19 +98,23 @@ class SignalWaker final : public shm::Waker {
       }
     }
     if (tid == 0) tid = area.sleeper_tid.load(std::memory_order_acquire);
-    if (tid <= 0) return;  // nobody attached yet: the sleeper's bounded re-check covers it
+    // Nobody attached yet: the sleeper's bounded re-check covers it.
+    if (tid <= 0) return shm::WakeResult::kDone;
     siginfo_t info{};
     info.si_signo = doorbell_;
     info.si_code = SI_QUEUE;  // what sigqueue() sends; the kernel refuses SI_USER from here
     info.si_pid = own_pid_;
     info.si_uid = own_uid_;
-    if (::syscall(SYS_rt_tgsigqueueinfo, pid, tid, doorbell_, &info) == 0) return;
+    if (::syscall(SYS_rt_tgsigqueueinfo, pid, tid, doorbell_, &info) == 0) {
+      return shm::WakeResult::kDone;
+    }
     if (errno == EAGAIN) {
       // The queue quota is full (possibly filled by someone else): a standard signal is
       // never refused, only merged with one already pending, which is all a doorbell needs.
       ::syscall(SYS_tgkill, pid, tid, kFallbackSignal);
     }
     // ESRCH (the thread is gone) or EPERM (not ours): there is nobody to wake.
+    return shm::WakeResult::kDone;
   }
 
  private:
@@ -121,9 +129,9 @@ class SignalWaker final : public shm::Waker {
 
 }  // namespace
 
-shm::Flavor flavor(const std::filesystem::path& dir) {
-  // The server may use the same waker: sigtimedwait holds nothing a client could keep from it.
-  return shm::Flavor{make_sysv_source(dir), std::make_unique<SignalWaker>(), nullptr};
+shm::Flavor flavor(const std::filesystem::path&) {
+  // Doorbells go only to clients' threads; the server sleeps on the server bell.
+  return shm::Flavor{make_sysv_source(), std::make_unique<SignalWaker>()};
 }
 
 int doorbell_signal() {
@@ -151,7 +159,12 @@ std::unique_ptr<shm::Waker> make_waker() {
 }
 
 std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options) {
-  return shm::listen(options, flavor(options.dir));
+  if (options.access.kind() != AccessPolicy::Kind::kUser) {
+    throw std::runtime_error(
+        "--transport=signal works only with --access=user: an unprivileged process may send "
+        "signals only to processes of its own account");
+  }
+  return shm::listen(options, "signal", flavor(options.dir));
 }
 
 std::unique_ptr<ClientConnection> connect(ConnectOptions options) {
@@ -159,13 +172,14 @@ std::unique_ptr<ClientConnection> connect(ConnectOptions options) {
 }
 
 std::vector<std::string> cleanup(const CleanupOptions& options) {
-  // The stale instance.json may be another backend's; only ours names a SysV key file.
+  // A server from before the door published its keyed control segment's id; the stale
+  // instance.json may also be another backend's, which names no SysV key file.
   int ctl = -1;
   const auto& o = options.objects;
   if (o.is_object() && o.contains("sysv_key_file") && o.contains("ctl") && o["ctl"].is_string()) {
     ctl = parse_shmid(o["ctl"].get<std::string>()).value_or(-1);
   }
-  return remove_sysv_leftovers(options.dir, options.dead_server_pid, ctl, sizeof(shm::CtlBlock),
+  return remove_sysv_leftovers(options.dir, options.dead_server_pid, ctl, kPreDoorCtlBytes,
                                sizeof(shm::ClientBlock));
 }
 

@@ -1,5 +1,9 @@
-// `signal`: System V shared memory rings; a sleeper blocks in sigtimedwait and is woken by a
-// real-time signal sent to its thread. The ring is the data, the signal only a doorbell.
+// `signal`: System V shared memory rings (a private segment per client, its id granted through
+// the door); a client's sleeping thread blocks in sigtimedwait and is woken by a real-time
+// signal the server sends to that thread. The ring is the data, the signal only a doorbell.
+// The server itself sleeps on the server bell (an eventfd per client), like cond and mmap.
+// Same account only: the kernel lets an unprivileged process signal only its own uid, so
+// listen() refuses any --access but `user`.
 //
 // No signal handler is ever installed: the doorbell signals are blocked in every thread
 // (block_doorbell_signals(), from transport::prepare_process()) and only ever taken with
@@ -38,6 +42,7 @@ std::unique_ptr<shm::Waker> make_waker();
 // This backend's memory source and waker (for tests that play a hostile client).
 shm::Flavor flavor(const std::filesystem::path& dir);
 
+// Throws std::runtime_error unless options.access is `user`.
 std::unique_ptr<ServerEndpoint> listen(const ListenOptions& options);
 std::unique_ptr<ClientConnection> connect(ConnectOptions options);
 std::vector<std::string> cleanup(const CleanupOptions& options);

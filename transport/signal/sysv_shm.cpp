@@ -8,10 +8,12 @@
 #include <charconv>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 
 #include "common/error.hpp"
 #include "common/unique_fd.hpp"
@@ -131,70 +133,49 @@ namespace {
 
 class SysvShmSegment final : public shm::Segment {
  public:
-  explicit SysvShmSegment(SysvSegment segment)
-      : segment_(std::move(segment)), name_(std::to_string(segment_.id())) {}
+  explicit SysvShmSegment(SysvSegment segment) : segment_(std::move(segment)) {}
   std::byte* data() override { return segment_.data(); }
   std::size_t size() const override { return segment_.size(); }
-  const std::string& name() const override { return name_; }
+  int fd() const override { return -1; }
+  nlohmann::json channel() const override { return {{kChannelShmid, segment_.id()}}; }
+  void granted() override {}
 
  private:
   SysvSegment segment_;
-  std::string name_;
 };
 
 class SysvSource final : public shm::MemorySource {
  public:
-  explicit SysvSource(const std::filesystem::path& dir) : key_path_(dir / kSysvKeyFile) {}
-
   std::unique_ptr<shm::Segment> create(std::string_view what, std::size_t bytes) override {
-    const std::string label = "SysV segment " + std::string(what);
-    if (what != "ctl") {
-      return std::make_unique<SysvShmSegment>(SysvSegment::create(IPC_PRIVATE, bytes, label));
-    }
-    // The key file is new (O_EXCL): a stale one was removed by cleanup before we got here,
-    // and one that appeared otherwise is not ours to trust.
-    UniqueFd fd(retry_eintr([&] {
-      return ::open(key_path_.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    }));
-    if (!fd) throw_system_error("open(O_CREAT|O_EXCL)", key_path_.string());
-    try {
-      if (::fchmod(fd.get(), 0600) != 0) throw_system_error("fchmod", key_path_.string());
-      const key_t key = ::ftok(key_path_.c_str(), kSysvProjectId);
-      if (key == -1) throw_system_error("ftok", key_path_.string());
-      auto segment = SysvSegment::create(key, bytes, label + " for " + key_path_.string());
-      std::lock_guard lock(mutex_);
-      ctl_name_ = std::to_string(segment.id());
-      return std::make_unique<SysvShmSegment>(std::move(segment));
-    } catch (...) {
-      ::unlink(key_path_.c_str());
-      throw;
-    }
+    auto segment = SysvSegment::create(IPC_PRIVATE, bytes, "SysV segment " + std::string(what));
+    // Removed at once: Linux still lets a process attach a removed segment by its id while
+    // anyone has it attached (we do until the client is gone), and nothing is left behind
+    // however the server ends.
+    SysvSegment::remove(segment.id());
+    return std::make_unique<SysvShmSegment>(std::move(segment));
   }
 
-  std::unique_ptr<shm::Segment> open(const std::string& name, std::size_t bytes) override {
-    const auto id = parse_shmid(name);
-    if (!id) throw_system_error("shmat", "'" + name + "' is not a SysV segment id", EINVAL);
-    return std::make_unique<SysvShmSegment>(SysvSegment::open(*id, bytes, "SysV segment " + name));
-  }
-
-  void remove(const std::string& name) override {
-    const auto id = parse_shmid(name);
-    if (!id) return;
-    SysvSegment::remove(*id);
-    std::lock_guard lock(mutex_);
-    if (name == ctl_name_) {
-      // The key has no segment any more; its file goes with it so the runtime dir is empty.
-      ::unlink(key_path_.c_str());
-      ctl_name_.clear();
+  std::unique_ptr<shm::Segment> attach(const nlohmann::json& channel, UniqueFd, std::size_t bytes,
+                                       uid_t owner) override {
+    if (owner != ::geteuid()) {
+      throw std::runtime_error("the server runs as uid " + std::to_string(owner) +
+                               "; SysV segments and signals work only within one account");
     }
+    const auto& id = channel.at(kChannelShmid);
+    if (!id.is_number_integer() || id.get<long long>() < 0 ||
+        id.get<long long>() > std::numeric_limits<int>::max()) {
+      throw std::runtime_error("the channel's shmid is not a segment id");
+    }
+    const int shmid = id.get<int>();
+    return std::make_unique<SysvShmSegment>(
+        SysvSegment::open(shmid, bytes, "SysV segment " + std::to_string(shmid)));
   }
 
-  nlohmann::json objects() const override { return {{"sysv_key_file", kSysvKeyFile}}; }
+  bool passes_fd() const override { return false; }
 
- private:
-  std::filesystem::path key_path_;
-  std::mutex mutex_;
-  std::string ctl_name_;  // set by create("ctl") in the server only
+  // Segments are private and removed at once; only one created in the instant before its
+  // removal could outlive a killed server, and cleanup finds those by their creator's pid.
+  nlohmann::json objects() const override { return {{"sysv_shm", "IPC_PRIVATE, by creator pid"}}; }
 };
 
 // A process that no longer runs: no such pid, or a zombie waiting to be reaped.
@@ -231,8 +212,8 @@ std::vector<std::map<std::string, long long>> sysv_shm_table() {
 
 }  // namespace
 
-std::unique_ptr<shm::MemorySource> make_sysv_source(const std::filesystem::path& dir) {
-  return std::make_unique<SysvSource>(dir);
+std::unique_ptr<shm::MemorySource> make_sysv_source() {
+  return std::make_unique<SysvSource>();
 }
 
 std::vector<std::string> remove_sysv_leftovers(const std::filesystem::path& dir,
@@ -258,7 +239,8 @@ std::vector<std::string> remove_sysv_leftovers(const std::filesystem::path& dir,
     }
   };
 
-  // The control segment: by the key of the key file, if that is still there and ours...
+  // The control segment of a server from before the door: by the key of its key file, if that
+  // is still there and ours...
   const auto key_path = dir / kSysvKeyFile;
   struct stat st {};
   if (::lstat(key_path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid()) {

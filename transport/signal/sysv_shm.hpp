@@ -1,5 +1,6 @@
 // System V shared memory (shmget/shmat, visible in `ipcs -m`) for the `signal` backend: the one
-// RAII owner of an attachment, and a MemorySource whose control segment has an ftok key.
+// RAII owner of an attachment, and a MemorySource of private segments whose id the grant
+// carries.
 #pragma once
 
 #include <sys/ipc.h>
@@ -59,20 +60,22 @@ std::optional<int> parse_shmid(std::string_view name);
 // The IPC_STAT record of segment `shmid`; std::system_error if there is none.
 shmid_ds stat_sysv_segment(int shmid);
 
-// The file in the runtime dir whose ftok key the control segment gets.
+// The channel json's key for the segment id.
+inline constexpr char kChannelShmid[] = "shmid";
+
+// Segments for the server's clients: IPC_PRIVATE, 0600, removed (IPC_RMID) as soon as the
+// server has attached them; the client attaches by the id in its grant, which Linux allows
+// while the server keeps its attachment.
+std::unique_ptr<shm::MemorySource> make_sysv_source();
+
+// Before the door, the control segment had the key ftok(dir/sysv.key, 'I').
 inline constexpr const char* kSysvKeyFile = "sysv.key";
-// ftok's project id for that key.
 inline constexpr int kSysvProjectId = 'I';
 
-// Segments of the instance in `dir`. "ctl" gets the key ftok(dir/sysv.key), the file created
-// O_EXCL first (and unlinked again when the ctl segment is removed); every other segment is
-// IPC_PRIVATE. A segment's name is its shmid in decimal.
-std::unique_ptr<shm::MemorySource> make_sysv_source(const std::filesystem::path& dir);
-
-// Removes what a dead server of the instance in `dir` left: the keyed control segment and the
-// private client segments it created. Only segments of our uid whose creating process is gone
-// (and, if `dead_server_pid` is known, was that process) are touched. Returns a line per
-// segment removed.
+// Removes what a dead server of the instance in `dir` left: the keyed control segment of a
+// server from before the door, and the private client segments it created. Only segments of our uid
+// whose creating process is gone (and, if `dead_server_pid` is known, was that process) are
+// touched. Returns a line per segment removed.
 std::vector<std::string> remove_sysv_leftovers(const std::filesystem::path& dir,
                                                pid_t dead_server_pid, int ctl_shmid,
                                                std::size_t ctl_bytes, std::size_t client_bytes);
