@@ -1,11 +1,30 @@
 #include "client/session.hpp"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "common/error.hpp"
 #include "common/instance.hpp"
 #include "transport/factory.hpp"
 
 namespace chat::client {
 namespace proto = protocol;
+
+namespace {
+
+void require_own_base(const std::filesystem::path& base) {
+  struct stat st {};
+  if (::lstat(base.c_str(), &st) != 0) return;  // no base: the door says no server runs
+  if (S_ISLNK(st.st_mode) || st.st_uid != ::geteuid()) {
+    throw transport::ConnectError(
+        transport::ConnectError::Kind::kOther,
+        base.string() + " is not this account's own runtime dir (owner uid " +
+            std::to_string(st.st_uid) + (S_ISLNK(st.st_mode) ? ", a symlink" : "") +
+            "); refusing it. To join another account's server, name its dir with --runtime-dir");
+  }
+}
+
+}  // namespace
 
 std::unique_ptr<ChatSession> ChatSession::open(const SessionOptions& o) {
   const auto base = resolve_runtime_base(o.runtime_dir);
@@ -16,6 +35,10 @@ std::unique_ptr<ChatSession> ChatSession::open(const SessionOptions& o) {
   std::unique_ptr<ChatSession> s(new ChatSession());
   s->instance_ = o.instance;
   try {
+    // The default base is this account's own: a server there must be ours, or someone who
+    // planted /tmp/ipchat-UID would be listening to us. A base given explicitly may be
+    // another account's (a shared server's), and the door checks that its owner serves it.
+    if (o.runtime_dir.empty()) require_own_base(base);
     transport::ConnectOptions co = transport::arrive(dir, o.instance, deadline);
     if (!o.transport.empty() && o.transport != co.pass.transport) {
       throw SessionError(kExitUsage, "--transport=" + o.transport +

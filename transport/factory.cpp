@@ -2,10 +2,6 @@
 
 #include <signal.h>
 
-#include <optional>
-
-#include "common/instance.hpp"
-
 #include "transport/cond/cond.hpp"
 #include "transport/fifo/fifo.hpp"
 #include "transport/mmap/mmap.hpp"
@@ -63,25 +59,7 @@ ConnectOptions arrive(const std::filesystem::path& dir, const std::string& insta
   co.dir = dir;
   co.instance = instance;
   co.deadline = deadline;
-  std::error_code ec;
-  if (std::filesystem::exists(std::filesystem::symlink_status(dir / door::kSocketName, ec)) ||
-      ec == std::errc::permission_denied) {
-    co.pass = door::enter(dir, deadline);
-    co.server_pid = co.pass.server_pid;
-    return co;
-  }
-  std::optional<InstanceInfo> info;
-  try {
-    info = find_live_instance(dir.parent_path(), instance);
-  } catch (const std::exception& e) {
-    throw ConnectError(ConnectError::Kind::kOther, e.what());
-  }
-  if (!info) throw ConnectError(ConnectError::Kind::kNoServer, "no server runs in " + dir.string());
-  co.pass.transport = info->transport;
-  co.pass.instance = info->instance;
-  co.pass.server_pid = info->pid;
-  co.server_pid = info->pid;
-  co.objects = info->objects;
+  co.pass = door::enter(dir, deadline);
   return co;
 }
 

@@ -39,8 +39,7 @@ std::string backend_names();
 // The client's way in: enters the door of the server in `dir` (BASE/INSTANCE) and returns what
 // the server granted, with `pass.transport` naming the backend to open it with. Throws
 // ConnectError (kNoServer when nothing serves the instance, kPermission when the server does
-// not admit this account...). A server whose backend does not use the door yet is found
-// through its instance.json instead.
+// not admit this account...).
 ConnectOptions arrive(const std::filesystem::path& dir, const std::string& instance,
                       Deadline deadline);
 

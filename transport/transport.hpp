@@ -168,10 +168,6 @@ struct ConnectOptions {
   Deadline deadline = kNoDeadline;
   // What the server handed this client at the door: the channel's description and descriptors.
   door::Pass pass;
-  // Until every backend enters through the door: the server's pid and objects from
-  // instance.json, for backends that still rendezvous by name. Unused by door backends.
-  pid_t server_pid = 0;
-  nlohmann::json objects;
 };
 
 // Thrown by connect() when the server cannot be reached or refuses the connection.

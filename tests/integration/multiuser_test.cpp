@@ -241,7 +241,7 @@ void stop(Process& chatd, const TempRuntime& rt, std::vector<pid_t> pids) {
 std::vector<std::string> multiuser_backends() {
   std::vector<std::string> out;
   for (const auto& b : all_backends()) {
-    if (b == "uds" || b == "fifo" || b == "msgq") out.push_back(b);
+    if (b != "signal") out.push_back(b);
   }
   return out;
 }
@@ -322,6 +322,29 @@ BOOST_DATA_TEST_CASE(access_all_admits_every_account_and_user_only_the_server_s,
     BOOST_TEST(ann->err().find("no chatd") == std::string::npos, ann->err());
     stop(*chatd, rt, {ann->pid()});
   }
+}
+
+// A client's default base is its own: a server another account runs there (say, in a planted
+// /tmp/ipchat-UID) must not get the client's words. Named with --runtime-dir, it may.
+BOOST_AUTO_TEST_CASE(default_base_planted_by_another_account_is_refused) {
+  const auto c = cast();
+  if (!c) return;
+  TempRuntime rt;  // rt.base() plays XDG_RUNTIME_DIR/ipchat, planted by srv
+  const fs::path xdg = rt.base().parent_path() / (rt.base().filename().string() + ".xdg");
+  fs::create_directory(xdg);
+  ::chmod(xdg.c_str(), 0755);
+  BOOST_REQUIRE(::symlink(rt.base().c_str(), (xdg / "ipchat").c_str()) == 0 || errno == EEXIST);
+  auto chatd = start_chatd_as(c->srv, rt, "uds", "all");
+  std::vector<std::string> argv = {binary("chat").string(), "-n", "ann", "--jsonl",
+                                   "--instance=" + rt.instance()};
+  Process ann(as(c->ann, argv), {{"XDG_RUNTIME_DIR", xdg.string()}});
+  BOOST_TEST(ann.exit_code(10s) == 1);
+  BOOST_TEST(ann.err().find("not this account's own runtime dir") != std::string::npos, ann.err());
+  auto named = start_chat_as(c->ann, rt, "ann");  // --runtime-dir: a shared server, on purpose
+  named->close_stdin();
+  BOOST_TEST(named->exit_code(10s) == 0, named->err());
+  stop(*chatd, rt, {ann.pid(), named->pid()});
+  fs::remove_all(xdg);
 }
 
 BOOST_AUTO_TEST_CASE(signal_refuses_other_accounts_at_start) {

@@ -260,17 +260,4 @@ std::vector<std::string> lines_of(const std::string& text) {
   return lines;
 }
 
-transport::ConnectOptions named_options(const std::filesystem::path& dir,
-                                        const std::string& instance, pid_t server_pid,
-                                        nlohmann::json objects, Deadline deadline) {
-  transport::ConnectOptions co;
-  co.dir = dir;
-  co.instance = instance;
-  co.deadline = deadline;
-  co.server_pid = server_pid;
-  co.pass.server_pid = server_pid;
-  co.objects = std::move(objects);
-  return co;
-}
-
 }  // namespace chat::test

@@ -102,11 +102,6 @@ void check_no_leftovers(const TempRuntime& rt, const std::vector<pid_t>& pids);
 // A pid that certainly names no process right now: a child of ours, already reaped.
 pid_t dead_pid();
 
-// Options for a backend that finds its server by name (instance.json), not through the door.
-transport::ConnectOptions named_options(const std::filesystem::path& dir,
-                                        const std::string& instance, pid_t server_pid,
-                                        nlohmann::json objects, Deadline deadline);
-
 // The lines of `text`.
 std::vector<std::string> lines_of(const std::string& text);
 
