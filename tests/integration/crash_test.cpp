@@ -13,9 +13,9 @@ using namespace chat::test;
 
 BOOST_AUTO_TEST_SUITE(crash)
 
-// A process maps the control segment, takes the hello lock (the robust mutex every
-// connecting client takes) and is killed holding it.
-BOOST_DATA_TEST_CASE(client_killed_holding_the_shared_lock_costs_only_itself,
+// A client enters through the door, takes the robust locks in its own segment (the ones the
+// server would take to wake it) and is killed holding them.
+BOOST_DATA_TEST_CASE(client_killed_holding_its_lock_costs_only_itself,
                      bdata::make(shm_backends()), transport) {
   TempRuntime rt;
   auto chatd = start_chatd(rt, transport);
@@ -32,7 +32,7 @@ BOOST_DATA_TEST_CASE(client_killed_holding_the_shared_lock_costs_only_itself,
   holder.kill(SIGKILL);
   BOOST_TEST(holder.exit_code(5s) == 128 + SIGKILL);
 
-  // The dead owner's lock is recovered by the next client that takes it.
+  // A dead holder costs nobody anything: others keep chatting and newcomers get in.
   alice->write("after the crash\n");
   BOOST_REQUIRE(wait_events(*alice, "message", 2, 5s));
   auto bob = start_chat(rt, "bob");
