@@ -1,6 +1,5 @@
 #include "transport/names.hpp"
 
-#include <sys/random.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,16 +42,6 @@ std::string instance_tag(const std::filesystem::path& dir) {
   std::snprintf(buf, sizeof buf, "%u.%016llx", static_cast<unsigned>(::geteuid()),
                 static_cast<unsigned long long>(h));
   return buf;
-}
-
-std::uint64_t random_nonce(std::string_view what) {
-  std::uint64_t v = 0;
-  while (v == 0) {
-    if (retry_eintr([&] { return ::getrandom(&v, sizeof v, 0); }) != sizeof v) {
-      throw_system_error("getrandom", what);
-    }
-  }
-  return v;
 }
 
 std::vector<std::string> leftover_ipc_objects(const std::filesystem::path& dir,

@@ -16,10 +16,6 @@ namespace chat::transport {
 // "<uid>.<16 hex digits of a hash of the absolute runtime dir path>".
 std::string instance_tag(const std::filesystem::path& dir);
 
-// A random nonzero number from the kernel, for names and keys only one handshake may use and
-// for secrets. Throws std::system_error naming `what` if the kernel has none to give.
-std::uint64_t random_nonce(std::string_view what);
-
 // What of the instance in `dir` is left outside its runtime dir: /dev/shm entries carrying its
 // tag, and SysV shared memory segments and message queues created or last used by one of `pids`
 // and last changed at or after `since` (SysV objects carry no name to know them by; the time
