@@ -36,7 +36,7 @@ po::options_description options() {
       "runtime-dir", po::value<std::string>()->default_value(""),
       "base directory (default $XDG_RUNTIME_DIR/ipchat, else /tmp/ipchat-UID)")(
       "transport", po::value<std::string>(),
-      "expected transport; must match the server's (read from its instance.json)")(
+      "expected transport; must match the one the server names at its door")(
       "help,h", "show this help and exit")("version", "show the version and exit");
   // clang-format on
   return d;
@@ -63,9 +63,13 @@ Parsed parse(int argc, char** argv) {
            "for the server's echo and exits.\n\n"
         << options()
         << "\nCommands: /join ROOM, /part [ROOM], /msg NICK TEXT, /me TEXT, /nick NEW,\n"
-           "/who [ROOM], /rooms, /quit [REASON], /help; //text sends a literal '/'.\n"
+           "/who [ROOM], /whois NICK, /rooms, /quit [REASON], /help; //text sends a\n"
+           "literal '/'.\n"
+           "\nTo join a server another account runs for several users, name its base\n"
+           "directory with --runtime-dir (e.g. /run/ipchat for the system service).\n"
            "\nExit codes: 0 normal end, 1 failure, 2 usage error, 3 no server for the\n"
-           "instance, 4 nickname rejected, 5 connection lost (server died or evicted us).\n";
+           "instance, 4 nickname rejected, 5 connection lost (server died or evicted us),\n"
+           "6 permission denied (the server's --access does not admit this account).\n";
     std::exit(0);
   }
   if (vm.count("version")) {
