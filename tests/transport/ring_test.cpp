@@ -432,6 +432,44 @@ BOOST_AUTO_TEST_CASE(two_thread_stress) {
   BOOST_TEST(ring.guards_intact());
 }
 
+// The server's I/O thread asks whether a client's down ring has room (to report kWritable)
+// while a worker thread writes to it. Before has_room() read the published tail, that read
+// raced the producer's private position (ThreadSanitizer reported it in the contract test).
+BOOST_AUTO_TEST_CASE(room_may_be_asked_from_another_thread_while_the_producer_writes) {
+  constexpr std::uint32_t kFrames = 20000;
+  TestRing ring(16 << 10);
+  std::atomic<bool> done{false};
+  std::atomic<std::uint64_t> room_seen{0};
+  std::thread asker([&] {
+    while (!done.load(std::memory_order_acquire)) {
+      if (ring.writer().has_room(kMaxFrameBytes)) ++room_seen;
+      ring.writer().wait_for_room(kMaxFrameBytes);
+    }
+  });
+  std::uint32_t received = 0;
+  std::vector<std::byte> out;
+  std::string why;
+  for (std::uint32_t n = 0; n < kFrames; ++n) {
+    const auto f = patterned(n, 1 + n % 300);
+    while (ring.writer().write(f) == RingStatus::kFull) {
+      BOOST_REQUIRE(ring.reader().read(out, why) == RingStatus::kOk);
+      BOOST_REQUIRE(out == patterned(received, 1 + received % 300));
+      ++received;
+    }
+  }
+  for (RingStatus s; (s = ring.reader().read(out, why)) != RingStatus::kEmpty;) {
+    BOOST_REQUIRE(s == RingStatus::kOk);
+    BOOST_REQUIRE(out == patterned(received, 1 + received % 300));
+    ++received;
+  }
+  done.store(true, std::memory_order_release);
+  asker.join();
+  BOOST_TEST_MESSAGE("the asker saw room " << room_seen.load() << " times");
+  BOOST_TEST(received == kFrames);
+  BOOST_TEST(ring.writer().has_room(kMaxFrameBytes));  // empty again, and the asker agrees
+  BOOST_TEST(ring.guards_intact());
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 }  // namespace chat::transport::shm

@@ -35,7 +35,9 @@ RingWriter::RingWriter(RingControl* control, std::byte* data, std::uint32_t capa
     : c_(control), data_(data), capacity_(capacity), tail_(control->tail.load()) {}
 
 bool RingWriter::has_room(std::size_t bytes) const {
-  const std::uint64_t used = tail_ - c_->head.load(std::memory_order_acquire);
+  // The published tail, not tail_: another thread may ask while the producer writes.
+  const std::uint64_t used =
+      c_->tail.load(std::memory_order_acquire) - c_->head.load(std::memory_order_acquire);
   return used <= capacity_ && capacity_ - used >= kFrameLengthBytes + bytes;
 }
 

@@ -47,13 +47,15 @@ class RingWriter {
   // kOk, kFull (nothing written), or kCorrupt (the consumer's position is impossible).
   // frame.size() must be 1..kMaxFrameBytes.
   RingStatus write(std::span<const std::byte> frame);
-  // True if a frame of `bytes` would fit now.
+  // True if a frame of `bytes` would fit now. Any thread may ask (the I/O thread does, to
+  // report room, while a worker writes); the answer is a hint and write() decides.
   bool has_room(std::size_t bytes) const;
   // Bytes published and not yet consumed, length prefixes included; at most the capacity
   // (the consumer's position is the consumer's to corrupt). Any thread may ask.
   std::size_t pending() const;
   // Announces that the producer waits for room and re-checks, closing the race with a
   // consumer that just made some: true if `bytes` fit now (then the flag is cleared again).
+  // Any thread may call it, like has_room().
   bool wait_for_room(std::size_t bytes);
   RingControl* control() const { return c_; }
 
