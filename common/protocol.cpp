@@ -1,41 +1,19 @@
 #include "common/protocol.hpp"
 
 #include <cstring>
+#include <limits>
 #include <stdexcept>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include "common/limits.hpp"
 
 namespace chat::protocol {
 namespace {
 
-// Message type numbers on the wire. Client messages < 64 <= server messages.
-enum class Type : std::uint8_t {
-  kHello = 1,
-  kSay,
-  kJoin,
-  kPart,
-  kPrivateSend,
-  kNickChange,
-  kWhoRequest,
-  kRoomsRequest,
-  kQuit,
-  kSync,
-  kWhoisRequest,
-  kWelcome = 64,
-  kRoomMessage,
-  kPrivateMessage,
-  kJoined,
-  kParted,
-  kNickChanged,
-  kWhoReply,
-  kRoomsReply,
-  kNotice,
-  kError,
-  kDisconnected,
-  kSyncAck,
-  kWhoisReply,
-};
+// Message type numbers on the wire: client messages < kFirstServerType <= server messages.
+constexpr std::uint8_t kFirstServerType = 64;
 
 constexpr std::uint16_t kFlagAction = 1;
 constexpr std::uint16_t kFlagHistory = 2;
@@ -43,12 +21,12 @@ constexpr std::uint16_t kFlagMore = 4;
 
 class Writer {
  public:
-  Writer(Type type, std::uint16_t flags) {
+  explicit Writer(std::uint8_t type) {
     out_.resize(kHeaderBytes);
     out_[0] = std::byte{kVersion};
-    out_[1] = std::byte{static_cast<std::uint8_t>(type)};
-    put_le(2, flags, 2);
+    out_[1] = std::byte{type};
   }
+  void set_flag(std::uint16_t bit) { put_le(2, flags_ |= bit, 2); }
   void str8(const std::string& s) {
     if (s.size() > 0xFF) throw std::length_error("protocol: name field longer than 255 bytes");
     u(s.size(), 1);
@@ -59,12 +37,11 @@ class Writer {
     u(s.size(), 2);
     bytes(s);
   }
-  void u(std::uint64_t v, int n) {
+  void u(std::uint64_t v, std::size_t n) {
     const std::size_t at = out_.size();
     out_.resize(at + n);
     put_le(at, v, n);
   }
-  void i64(std::int64_t v) { u(static_cast<std::uint64_t>(v), 8); }
   Frame finish() {
     put_le(4, out_.size() - kHeaderBytes, 4);
     if (out_.size() > kMaxFrameBytes) throw std::length_error("protocol: frame too large");
@@ -77,26 +54,30 @@ class Writer {
     out_.resize(at + s.size());
     if (!s.empty()) std::memcpy(out_.data() + at, s.data(), s.size());
   }
-  void put_le(std::size_t at, std::uint64_t v, int n) {
-    for (int i = 0; i < n; ++i) out_[at + i] = std::byte{static_cast<std::uint8_t>(v >> (8 * i))};
+  void put_le(std::size_t at, std::uint64_t v, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      out_[at + i] = std::byte{static_cast<std::uint8_t>(v >> (8 * i))};
+    }
   }
   Frame out_;
+  std::uint16_t flags_ = 0;
 };
 
 // Reads fields from a payload; the first failure sticks and every later read returns empty.
 class Reader {
  public:
-  explicit Reader(std::span<const std::byte> p) : p_(p) {}
+  Reader(std::span<const std::byte> p, std::uint16_t flags) : p_(p), flags_(flags) {}
+  bool has_flag(std::uint16_t bit) const { return (flags_ & bit) != 0; }
+  std::uint16_t flags() const { return flags_; }
   std::string str8(const char* field) { return str(1, field); }
   std::string str16(const char* field) { return str(2, field); }
-  std::uint64_t u(int n, const char* field) {
-    if (!take(static_cast<std::size_t>(n), field)) return 0;
+  std::uint64_t u(std::size_t n, const char* field) {
+    if (!take(n, field)) return 0;
     std::uint64_t v = 0;
-    for (int i = 0; i < n; ++i)
+    for (std::size_t i = 0; i < n; ++i)
       v |= std::uint64_t(std::to_integer<std::uint8_t>(p_[pos_ - n + i])) << (8 * i);
     return v;
   }
-  std::int64_t i64(const char* field) { return static_cast<std::int64_t>(u(8, field)); }
   bool ok() const { return error_.empty(); }
   // Call after the last field: anything left over is an error too.
   std::string finish() {
@@ -117,18 +98,269 @@ class Reader {
     pos_ += n;
     return true;
   }
-  std::string str(int len_bytes, const char* field) {
+  std::string str(std::size_t len_bytes, const char* field) {
     const std::size_t n = u(len_bytes, field);
     if (!take(n, field)) return {};
     return std::string(reinterpret_cast<const char*>(p_.data() + pos_ - n), n);
   }
   std::span<const std::byte> p_;
+  std::uint16_t flags_;
   std::size_t pos_ = 0;
   std::string error_;
 };
 
-std::uint16_t flag(bool b, std::uint16_t f) {
-  return b ? f : 0;
+// ---- Codecs: how one value is written (put) and read back (get, naming it in errors) ----
+
+struct Str8 {
+  void put(Writer& w, const std::string& s) const { w.str8(s); }
+  void get(Reader& r, const char* name, std::string& s) const { s = r.str8(name); }
+};
+struct Str16 {
+  void put(Writer& w, const std::string& s) const { w.str16(s); }
+  void get(Reader& r, const char* name, std::string& s) const { s = r.str16(name); }
+};
+template <class T>  // sizeof(T) bytes, little-endian; signed values as two's complement
+struct Int {
+  void put(Writer& w, T v) const { w.u(static_cast<std::uint64_t>(v), sizeof(T)); }
+  void get(Reader& r, const char* name, T& v) const { v = static_cast<T>(r.u(sizeof(T), name)); }
+};
+// One byte holding an enum value from 0 to `last`; a larger one fails decoding with `error`.
+template <class E>
+struct Enum8 {
+  E last;
+  const char* error;
+  void put(Writer& w, E v) const { w.u(static_cast<std::uint8_t>(v), 1); }
+  void get(Reader& r, const char* name, E& v) const {
+    const auto n = r.u(1, name);
+    if (n > static_cast<std::uint8_t>(last)) r.fail(error);
+    v = static_cast<E>(n);
+  }
+};
+// A u16 "count", then that many elements (at most `max`; more fail with `too_many`). Errors
+// name each element by the list field's name; a record's elements name their own fields.
+template <class Elem>
+struct List {
+  Elem elem;
+  std::size_t max = std::numeric_limits<std::size_t>::max();
+  const char* too_many = "";
+  template <class T>
+  void put(Writer& w, const std::vector<T>& v) const {
+    if (v.size() > max) throw std::length_error(std::string("protocol: ") + too_many);
+    w.u(v.size(), 2);
+    for (const T& e : v) elem.put(w, e);
+  }
+  template <class T>
+  void get(Reader& r, const char* name, std::vector<T>& v) const {
+    const auto n = r.u(2, "count");
+    if (n > max) r.fail(too_many);
+    for (std::uint64_t i = 0; i < n && r.ok(); ++i) elem.get(r, name, v.emplace_back());
+  }
+};
+
+// ---- Fields: a struct member, its name in errors and its codec; or a bool in a header flag ----
+
+template <class M, class T, class Codec>
+struct Field {
+  const char* name;
+  T M::*member;
+  Codec codec;
+  void put(Writer& w, const M& m) const { codec.put(w, m.*member); }
+  void get(Reader& r, M& m) const { codec.get(r, name, m.*member); }
+  constexpr std::uint16_t flag_bit() const { return 0; }
+};
+template <class M>
+struct Flag {
+  std::uint16_t bit;
+  bool M::*member;
+  void put(Writer& w, const M& m) const {
+    if (m.*member) w.set_flag(bit);
+  }
+  void get(Reader& r, M& m) const { m.*member = r.has_flag(bit); }
+  constexpr std::uint16_t flag_bit() const { return bit; }
+};
+
+// Fields in wire order; also the codec of a struct nested in a list.
+template <class... F>
+struct Record {
+  std::tuple<F...> fields;
+  template <class M>
+  void put(Writer& w, const M& m) const {
+    std::apply([&](const auto&... f) { (f.put(w, m), ...); }, fields);
+  }
+  template <class M>
+  void get(Reader& r, const char* /*name*/, M& m) const {
+    std::apply([&](const auto&... f) { (f.get(r, m), ...); }, fields);
+  }
+  constexpr std::uint16_t flags() const {
+    return std::apply([](const auto&... f) { return (std::uint16_t{0} | ... | f.flag_bit()); },
+                      fields);
+  }
+};
+
+// A message: its type number and its fields. The flags it allows are its Flag fields'.
+template <class... F>
+struct Layout {
+  std::uint8_t type;
+  Record<F...> body;
+};
+
+constexpr Str8 str8;
+constexpr Str16 str16;
+constexpr Int<std::uint32_t> u32;
+constexpr Int<std::uint64_t> u64;
+constexpr Int<std::int64_t> i64;
+template <class E>
+constexpr Enum8<E> enum8(E last, const char* error) {
+  return {last, error};
+}
+template <class Elem>
+constexpr List<Elem> list(Elem elem) {
+  return {elem};
+}
+template <class Elem>
+constexpr List<Elem> list(Elem elem, std::size_t max, const char* too_many) {
+  return {elem, max, too_many};
+}
+template <class M, class T, class Codec>
+constexpr Field<M, T, Codec> field(const char* name, T M::*member, Codec codec) {
+  return {name, member, codec};
+}
+template <class M>
+constexpr Flag<M> flag(std::uint16_t bit, bool M::*member) {
+  return {bit, member};
+}
+template <class... F>
+constexpr Record<F...> record(F... fields) {
+  return {{fields...}};
+}
+template <class... F>
+constexpr Layout<F...> message(std::uint8_t type, F... fields) {
+  return {type, {{fields...}}};
+}
+
+// ---- Every message's layout, written once for encode and decode ----
+
+template <class M>
+constexpr auto kLayout = nullptr;  // specialized for each Message alternative below
+
+// client -> server
+template <>
+constexpr auto kLayout<Hello> = message(1, field("nick", &Hello::nick, str8),
+                                        field("room", &Hello::room, str8));
+template <>
+constexpr auto kLayout<Say> = message(2, field("room", &Say::room, str8),
+                                      field("text", &Say::text, str16),
+                                      flag(kFlagAction, &Say::action));
+template <>
+constexpr auto kLayout<Join> = message(3, field("room", &Join::room, str8));
+template <>
+constexpr auto kLayout<Part> = message(4, field("room", &Part::room, str8));
+template <>
+constexpr auto kLayout<PrivateSend> = message(5, field("to", &PrivateSend::to, str8),
+                                              field("text", &PrivateSend::text, str16));
+template <>
+constexpr auto kLayout<NickChange> = message(6, field("nick", &NickChange::nick, str8));
+template <>
+constexpr auto kLayout<WhoRequest> = message(7, field("room", &WhoRequest::room, str8));
+template <>
+constexpr auto kLayout<RoomsRequest> = message(8);
+template <>
+constexpr auto kLayout<Quit> = message(9, field("reason", &Quit::reason, str16));
+template <>
+constexpr auto kLayout<Sync> = message(10, field("token", &Sync::token, u64));
+template <>
+constexpr auto kLayout<WhoisRequest> = message(11, field("nick", &WhoisRequest::nick, str8));
+
+// server -> client
+template <>
+constexpr auto kLayout<Welcome> = message(64, field("nick", &Welcome::nick, str8),
+                                          field("room", &Welcome::room, str8));
+template <>
+constexpr auto kLayout<RoomMessage> =
+    message(65, field("room", &RoomMessage::room, str8), field("from", &RoomMessage::from, str8),
+            field("text", &RoomMessage::text, str16), field("seq", &RoomMessage::seq, u64),
+            field("time", &RoomMessage::time_ms, i64), field("uid", &RoomMessage::uid, u32),
+            flag(kFlagAction, &RoomMessage::action), flag(kFlagHistory, &RoomMessage::history));
+template <>
+constexpr auto kLayout<PrivateMessage> = message(66, field("from", &PrivateMessage::from, str8),
+                                                 field("to", &PrivateMessage::to, str8),
+                                                 field("text", &PrivateMessage::text, str16),
+                                                 field("time", &PrivateMessage::time_ms, i64),
+                                                 field("uid", &PrivateMessage::uid, u32));
+template <>
+constexpr auto kLayout<Joined> = message(67, field("room", &Joined::room, str8),
+                                         field("nick", &Joined::nick, str8),
+                                         field("seq", &Joined::seq, u64),
+                                         field("time", &Joined::time_ms, i64),
+                                         field("uid", &Joined::uid, u32));
+template <>
+constexpr auto kLayout<Parted> =
+    message(68, field("room", &Parted::room, str8), field("nick", &Parted::nick, str8),
+            field("seq", &Parted::seq, u64), field("time", &Parted::time_ms, i64),
+            field("reason", &Parted::reason, enum8(PartReason::kEvicted, "bad part reason")),
+            field("uid", &Parted::uid, u32));
+template <>
+constexpr auto kLayout<NickChanged> = message(69, field("old", &NickChanged::old_nick, str8),
+                                              field("new", &NickChanged::new_nick, str8),
+                                              field("room", &NickChanged::room, str8),
+                                              field("seq", &NickChanged::seq, u64),
+                                              field("time", &NickChanged::time_ms, i64));
+template <>
+constexpr auto kLayout<WhoReply> = message(70, field("room", &WhoReply::room, str8),
+                                           field("nick", &WhoReply::nicks, list(str8)),
+                                           flag(kFlagMore, &WhoReply::more));
+constexpr auto kRoomInfo =
+    record(field("name", &RoomInfo::name, str8), field("members", &RoomInfo::members, u32));
+template <>
+constexpr auto kLayout<RoomsReply> = message(71, field("room", &RoomsReply::rooms, list(kRoomInfo)),
+                                             flag(kFlagMore, &RoomsReply::more));
+template <>
+constexpr auto kLayout<Notice> = message(72, field("text", &Notice::text, str16));
+template <>
+constexpr auto kLayout<Error> = message(73, field("code", &Error::code, str8),
+                                        field("text", &Error::text, str16));
+template <>
+constexpr auto kLayout<Disconnected> = message(74, field("reason", &Disconnected::reason,
+                                                         enum8(DisconnectReason::kEvicted,
+                                                               "bad disconnect reason")));
+template <>
+constexpr auto kLayout<SyncAck> = message(75, field("token", &SyncAck::token, u64));
+template <>
+constexpr auto kLayout<WhoisReply> = message(76, field("nick", &WhoisReply::nick, str8),
+                                             field("uid", &WhoisReply::uid, u32),
+                                             field("room", &WhoisReply::rooms,
+                                                   list(str8, kMaxWhoisRooms, "too many rooms")));
+
+template <class M>
+constexpr const auto& layout_of(const M&) {
+  return kLayout<M>;
+}
+
+template <std::size_t... I>
+constexpr bool type_numbers_unique(std::index_sequence<I...>) {
+  const std::uint8_t types[] = {kLayout<std::variant_alternative_t<I, Message>>.type...};
+  for (std::size_t i = 0; i < sizeof...(I); ++i) {
+    for (std::size_t j = i + 1; j < sizeof...(I); ++j) {
+      if (types[i] == types[j]) return false;
+    }
+  }
+  return true;
+}
+static_assert(type_numbers_unique(std::make_index_sequence<std::variant_size_v<Message>>{}));
+
+// If `type` is M's type number: reads the payload into `m` as an M and returns true.
+template <class M>
+bool read_as(std::uint8_t type, Reader& r, Message& m) {
+  constexpr const auto& layout = kLayout<M>;
+  if (type != layout.type) return false;
+  layout.body.get(r, "", m.emplace<M>());
+  if (r.flags() & ~layout.body.flags()) r.fail("unknown flags " + std::to_string(r.flags()));
+  return true;
+}
+
+template <std::size_t... I>
+bool read_any(std::uint8_t type, Reader& r, Message& m, std::index_sequence<I...>) {
+  return (read_as<std::variant_alternative_t<I, Message>>(type, r, m) || ...);
 }
 
 }  // namespace
@@ -160,115 +392,16 @@ std::string_view to_string(DisconnectReason r) {
 }
 
 bool is_client_message(const Message& m) {
-  return m.index() <= 10;  // up to WhoisRequest
+  return std::visit([](const auto& v) { return layout_of(v).type < kFirstServerType; }, m);
 }
 
 Frame encode(const Message& m) {
   return std::visit(
-      [](const auto& v) -> Frame {
-        using T = std::decay_t<decltype(v)>;
-        if constexpr (std::is_same_v<T, Hello>) {
-          Writer w(Type::kHello, 0);
-          w.str8(v.nick), w.str8(v.room);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, Say>) {
-          Writer w(Type::kSay, flag(v.action, kFlagAction));
-          w.str8(v.room), w.str16(v.text);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, Join>) {
-          Writer w(Type::kJoin, 0);
-          w.str8(v.room);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, Part>) {
-          Writer w(Type::kPart, 0);
-          w.str8(v.room);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, PrivateSend>) {
-          Writer w(Type::kPrivateSend, 0);
-          w.str8(v.to), w.str16(v.text);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, NickChange>) {
-          Writer w(Type::kNickChange, 0);
-          w.str8(v.nick);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, WhoRequest>) {
-          Writer w(Type::kWhoRequest, 0);
-          w.str8(v.room);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, RoomsRequest>) {
-          return Writer(Type::kRoomsRequest, 0).finish();
-        } else if constexpr (std::is_same_v<T, Quit>) {
-          Writer w(Type::kQuit, 0);
-          w.str16(v.reason);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, Sync>) {
-          Writer w(Type::kSync, 0);
-          w.u(v.token, 8);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, Welcome>) {
-          Writer w(Type::kWelcome, 0);
-          w.str8(v.nick), w.str8(v.room);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, RoomMessage>) {
-          Writer w(Type::kRoomMessage, flag(v.action, kFlagAction) | flag(v.history, kFlagHistory));
-          w.str8(v.room), w.str8(v.from), w.str16(v.text), w.u(v.seq, 8), w.i64(v.time_ms);
-          w.u(v.uid, 4);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, PrivateMessage>) {
-          Writer w(Type::kPrivateMessage, 0);
-          w.str8(v.from), w.str8(v.to), w.str16(v.text), w.i64(v.time_ms), w.u(v.uid, 4);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, Joined>) {
-          Writer w(Type::kJoined, 0);
-          w.str8(v.room), w.str8(v.nick), w.u(v.seq, 8), w.i64(v.time_ms), w.u(v.uid, 4);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, Parted>) {
-          Writer w(Type::kParted, 0);
-          w.str8(v.room), w.str8(v.nick), w.u(v.seq, 8), w.i64(v.time_ms);
-          w.u(static_cast<std::uint8_t>(v.reason), 1), w.u(v.uid, 4);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, NickChanged>) {
-          Writer w(Type::kNickChanged, 0);
-          w.str8(v.old_nick), w.str8(v.new_nick), w.str8(v.room), w.u(v.seq, 8), w.i64(v.time_ms);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, WhoReply>) {
-          Writer w(Type::kWhoReply, flag(v.more, kFlagMore));
-          w.str8(v.room), w.u(v.nicks.size(), 2);
-          for (const auto& n : v.nicks) w.str8(n);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, RoomsReply>) {
-          Writer w(Type::kRoomsReply, flag(v.more, kFlagMore));
-          w.u(v.rooms.size(), 2);
-          for (const auto& r : v.rooms) w.str8(r.name), w.u(r.members, 4);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, Notice>) {
-          Writer w(Type::kNotice, 0);
-          w.str16(v.text);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, Error>) {
-          Writer w(Type::kError, 0);
-          w.str8(v.code), w.str16(v.text);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, Disconnected>) {
-          Writer w(Type::kDisconnected, 0);
-          w.u(static_cast<std::uint8_t>(v.reason), 1);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, SyncAck>) {
-          Writer w(Type::kSyncAck, 0);
-          w.u(v.token, 8);
-          return w.finish();
-        } else if constexpr (std::is_same_v<T, WhoisRequest>) {
-          Writer w(Type::kWhoisRequest, 0);
-          w.str8(v.nick);
-          return w.finish();
-        } else {
-          static_assert(std::is_same_v<T, WhoisReply>);
-          if (v.rooms.size() > kMaxWhoisRooms) throw std::length_error("whois: too many rooms");
-          Writer w(Type::kWhoisReply, 0);
-          w.str8(v.nick), w.u(v.uid, 4), w.u(v.rooms.size(), 2);
-          for (const auto& r : v.rooms) w.str8(r);
-          return w.finish();
-        }
+      [](const auto& v) {
+        const auto& layout = layout_of(v);
+        Writer w(layout.type);
+        layout.body.put(w, v);
+        return w.finish();
       },
       m);
 }
@@ -307,166 +440,19 @@ DecodeResult decode(std::span<const std::byte> frame) {
     res.error = "unsupported protocol version " + std::to_string(byte(0));
     return res;
   }
-  const auto type = static_cast<Type>(byte(1));
   const std::uint16_t flags = static_cast<std::uint16_t>(byte(2) | byte(3) << 8);
   const std::uint32_t length = byte(4) | byte(5) << 8 | byte(6) << 16 | byte(7) << 24;
   if (length != frame.size() - kHeaderBytes) {
     res.error = "payload length " + std::to_string(length) + " does not match frame size";
     return res;
   }
-  Reader r(frame.subspan(kHeaderBytes));
-  std::uint16_t allowed_flags = 0;
+  Reader r(frame.subspan(kHeaderBytes), flags);
   Message m;
-  switch (type) {
-    case Type::kHello: {
-      Hello v;
-      v.nick = r.str8("nick"), v.room = r.str8("room");
-      m = std::move(v);
-      break;
-    }
-    case Type::kSay: {
-      Say v;
-      v.room = r.str8("room"), v.text = r.str16("text"), v.action = flags & kFlagAction;
-      allowed_flags = kFlagAction;
-      m = std::move(v);
-      break;
-    }
-    case Type::kJoin:
-      m = Join{r.str8("room")};
-      break;
-    case Type::kPart:
-      m = Part{r.str8("room")};
-      break;
-    case Type::kPrivateSend: {
-      PrivateSend v;
-      v.to = r.str8("to"), v.text = r.str16("text");
-      m = std::move(v);
-      break;
-    }
-    case Type::kNickChange:
-      m = NickChange{r.str8("nick")};
-      break;
-    case Type::kWhoRequest:
-      m = WhoRequest{r.str8("room")};
-      break;
-    case Type::kRoomsRequest:
-      m = RoomsRequest{};
-      break;
-    case Type::kQuit:
-      m = Quit{r.str16("reason")};
-      break;
-    case Type::kSync:
-      m = Sync{r.u(8, "token")};
-      break;
-    case Type::kWelcome: {
-      Welcome v;
-      v.nick = r.str8("nick"), v.room = r.str8("room");
-      m = std::move(v);
-      break;
-    }
-    case Type::kRoomMessage: {
-      RoomMessage v;
-      v.room = r.str8("room"), v.from = r.str8("from"), v.text = r.str16("text");
-      v.seq = r.u(8, "seq"), v.time_ms = r.i64("time"),
-      v.uid = static_cast<std::uint32_t>(r.u(4, "uid"));
-      v.action = flags & kFlagAction, v.history = flags & kFlagHistory;
-      allowed_flags = kFlagAction | kFlagHistory;
-      m = std::move(v);
-      break;
-    }
-    case Type::kPrivateMessage: {
-      PrivateMessage v;
-      v.from = r.str8("from"), v.to = r.str8("to"), v.text = r.str16("text");
-      v.time_ms = r.i64("time"), v.uid = static_cast<std::uint32_t>(r.u(4, "uid"));
-      m = std::move(v);
-      break;
-    }
-    case Type::kJoined: {
-      Joined v;
-      v.room = r.str8("room"), v.nick = r.str8("nick"), v.seq = r.u(8, "seq");
-      v.time_ms = r.i64("time"), v.uid = static_cast<std::uint32_t>(r.u(4, "uid"));
-      m = std::move(v);
-      break;
-    }
-    case Type::kParted: {
-      Parted v;
-      v.room = r.str8("room"), v.nick = r.str8("nick"), v.seq = r.u(8, "seq");
-      v.time_ms = r.i64("time");
-      const auto reason = r.u(1, "reason");
-      if (reason > static_cast<std::uint8_t>(PartReason::kEvicted)) r.fail("bad part reason");
-      v.reason = static_cast<PartReason>(reason);
-      v.uid = static_cast<std::uint32_t>(r.u(4, "uid"));
-      m = std::move(v);
-      break;
-    }
-    case Type::kNickChanged: {
-      NickChanged v;
-      v.old_nick = r.str8("old"), v.new_nick = r.str8("new"), v.room = r.str8("room");
-      v.seq = r.u(8, "seq"), v.time_ms = r.i64("time");
-      m = std::move(v);
-      break;
-    }
-    case Type::kWhoReply: {
-      WhoReply v;
-      v.room = r.str8("room");
-      const auto n = r.u(2, "count");
-      for (std::uint64_t i = 0; i < n && r.ok(); ++i) v.nicks.push_back(r.str8("nick"));
-      v.more = flags & kFlagMore;
-      allowed_flags = kFlagMore;
-      m = std::move(v);
-      break;
-    }
-    case Type::kRoomsReply: {
-      RoomsReply v;
-      const auto n = r.u(2, "count");
-      for (std::uint64_t i = 0; i < n && r.ok(); ++i) {
-        RoomInfo info;
-        info.name = r.str8("name");
-        info.members = static_cast<std::uint32_t>(r.u(4, "members"));
-        v.rooms.push_back(std::move(info));
-      }
-      v.more = flags & kFlagMore;
-      allowed_flags = kFlagMore;
-      m = std::move(v);
-      break;
-    }
-    case Type::kNotice:
-      m = Notice{r.str16("text")};
-      break;
-    case Type::kError: {
-      Error v;
-      v.code = r.str8("code"), v.text = r.str16("text");
-      m = std::move(v);
-      break;
-    }
-    case Type::kDisconnected: {
-      const auto reason = r.u(1, "reason");
-      if (reason > static_cast<std::uint8_t>(DisconnectReason::kEvicted)) {
-        r.fail("bad disconnect reason");
-      }
-      m = Disconnected{static_cast<DisconnectReason>(reason)};
-      break;
-    }
-    case Type::kSyncAck:
-      m = SyncAck{r.u(8, "token")};
-      break;
-    case Type::kWhoisRequest:
-      m = WhoisRequest{r.str8("nick")};
-      break;
-    case Type::kWhoisReply: {
-      WhoisReply v;
-      v.nick = r.str8("nick"), v.uid = static_cast<std::uint32_t>(r.u(4, "uid"));
-      const auto n = r.u(2, "count");
-      if (n > kMaxWhoisRooms) r.fail("too many rooms");
-      for (std::uint64_t i = 0; i < n && r.ok(); ++i) v.rooms.push_back(r.str8("room"));
-      m = std::move(v);
-      break;
-    }
-    default:
-      res.error = "unknown message type " + std::to_string(byte(1));
-      return res;
+  if (!read_any(static_cast<std::uint8_t>(byte(1)), r, m,
+                std::make_index_sequence<std::variant_size_v<Message>>{})) {
+    res.error = "unknown message type " + std::to_string(byte(1));
+    return res;
   }
-  if (flags & ~allowed_flags) r.fail("unknown flags " + std::to_string(flags));
   res.error = r.finish();
   if (res.error.empty()) res.message = std::move(m);
   return res;

@@ -6,6 +6,7 @@
 // bytes), u64 (LE) and i64 (LE). Decoding checks every length against the bytes actually
 // present and never reads out of bounds; a frame that is not exactly one well-formed message
 // is rejected with a reason. Every message the encoder accepts fits in kMaxFrameBytes.
+// Each message's type number, fields and flags are described once, in protocol.cpp (kLayout).
 #pragma once
 
 #include <cstddef>
@@ -31,45 +32,58 @@ std::string_view to_string(DisconnectReason r);
 struct Hello {
   std::string nick;
   std::string room;
+  bool operator==(const Hello&) const = default;
 };
 struct Say {  // a message (or /me action) to `room`, which the sender must be in
   std::string room;
   std::string text;
   bool action = false;
+  bool operator==(const Say&) const = default;
 };
 struct Join {
   std::string room;
+  bool operator==(const Join&) const = default;
 };
 struct Part {
   std::string room;
+  bool operator==(const Part&) const = default;
 };
 struct PrivateSend {
   std::string to;
   std::string text;
+  bool operator==(const PrivateSend&) const = default;
 };
 struct NickChange {
   std::string nick;
+  bool operator==(const NickChange&) const = default;
 };
 struct WhoRequest {
   std::string room;
+  bool operator==(const WhoRequest&) const = default;
 };
-struct RoomsRequest {};
+struct RoomsRequest {
+  bool operator==(const RoomsRequest&) const = default;
+};
 struct Quit {
   std::string reason;
+  bool operator==(const Quit&) const = default;
 };
 // Who is NICK: answered with WhoisReply, or Error no_such_nick.
 struct WhoisRequest {
   std::string nick;
+  bool operator==(const WhoisRequest&) const = default;
 };
 // Answered with SyncAck once everything the client sent before it has been handled.
 struct Sync {
   std::uint64_t token = 0;
+  bool operator==(const Sync&) const = default;
 };
 
 // ---- server -> client ----
 struct Welcome {
   std::string nick;
   std::string room;
+  bool operator==(const Welcome&) const = default;
 };
 struct RoomMessage {
   std::string room;
@@ -82,6 +96,7 @@ struct RoomMessage {
   // The sender's Unix account, as the kernel told the server (a uid: one host, one passwd
   // database; the client shows its login name). 4 bytes keep the largest message in a frame.
   std::uint32_t uid = 0;
+  bool operator==(const RoomMessage&) const = default;
 };
 struct PrivateMessage {
   std::string from;
@@ -91,6 +106,7 @@ struct PrivateMessage {
   // The sender's Unix account, as the kernel told the server (a uid: one host, one passwd
   // database; the client shows its login name). 4 bytes keep the largest message in a frame.
   std::uint32_t uid = 0;
+  bool operator==(const PrivateMessage&) const = default;
 };
 struct Joined {
   std::string room;
@@ -100,6 +116,7 @@ struct Joined {
   // The sender's Unix account, as the kernel told the server (a uid: one host, one passwd
   // database; the client shows its login name). 4 bytes keep the largest message in a frame.
   std::uint32_t uid = 0;
+  bool operator==(const Joined&) const = default;
 };
 struct Parted {
   std::string room;
@@ -110,6 +127,7 @@ struct Parted {
   // The sender's Unix account, as the kernel told the server (a uid: one host, one passwd
   // database; the client shows its login name). 4 bytes keep the largest message in a frame.
   std::uint32_t uid = 0;
+  bool operator==(const Parted&) const = default;
 };
 struct NickChanged {  // sent once per room the user is in (and once with empty room to them)
   std::string old_nick;
@@ -117,11 +135,13 @@ struct NickChanged {  // sent once per room the user is in (and once with empty 
   std::string room;
   std::uint64_t seq = 0;
   std::int64_t time_ms = 0;
+  bool operator==(const NickChanged&) const = default;
 };
 struct WhoReply {  // long lists arrive in several frames; all but the last have `more`
   std::string room;
   std::vector<std::string> nicks;
   bool more = false;
+  bool operator==(const WhoReply&) const = default;
 };
 struct RoomInfo {
   std::string name;
@@ -131,24 +151,30 @@ struct RoomInfo {
 struct RoomsReply {
   std::vector<RoomInfo> rooms;
   bool more = false;
+  bool operator==(const RoomsReply&) const = default;
 };
 struct Notice {
   std::string text;
+  bool operator==(const Notice&) const = default;
 };
 struct Error {
   std::string code;  // e.g. "nick_in_use"; see DESIGN.md
   std::string text;
+  bool operator==(const Error&) const = default;
 };
 struct Disconnected {
   DisconnectReason reason = DisconnectReason::kShutdown;
+  bool operator==(const Disconnected&) const = default;
 };
 struct SyncAck {
   std::uint64_t token = 0;
+  bool operator==(const SyncAck&) const = default;
 };
 struct WhoisReply {
   std::string nick;
   std::uint32_t uid = 0;           // its Unix account, as the kernel told the server
   std::vector<std::string> rooms;  // at most kMaxWhoisRooms of them, by name
+  bool operator==(const WhoisReply&) const = default;
 };
 // Rooms a WhoisReply lists (a frame holds about 120 names of 32 bytes).
 inline constexpr std::size_t kMaxWhoisRooms = 100;

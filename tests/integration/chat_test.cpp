@@ -2,6 +2,7 @@
 #define BOOST_TEST_MODULE chat_integration
 #include <signal.h>
 
+#include <algorithm>
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 #include <map>
@@ -193,13 +194,48 @@ BOOST_DATA_TEST_CASE(cleanup_removes_what_a_killed_server_left, bdata::make(all_
   auto chatd = start_chatd(rt, transport);
   auto alice = start_chat(rt, "alice");
   chatd->kill(SIGKILL);
-  chatd->wait(std::chrono::seconds(5));
-  alice->wait(std::chrono::seconds(5));
+  BOOST_REQUIRE(chatd->exit_code(std::chrono::seconds(10)) == 128 + SIGKILL);
+  BOOST_REQUIRE(alice->wait(std::chrono::seconds(10)).has_value());
+  // What the killed server left, each as the line --cleanup must print when it removes it: the
+  // files in the instance dir but the lock (removed with the dir), the /dev/shm and SysV
+  // objects, and last the dir itself. A FIFO may be named as one.
+  const auto left = leftovers(rt, {chatd->pid(), alice->pid()});
+  BOOST_REQUIRE_MESSAGE(!left.empty(), "a killed server left nothing to clean up");
+  std::vector<std::vector<std::string>> expected;  // each: the lines that would name it
+  for (const auto& l : left) {
+    const std::filesystem::path path(l);
+    if (l.starts_with("/dev/shm/")) {
+      expected.push_back({"removed " + l});
+    } else if (l.starts_with("SysV shm id ")) {
+      expected.push_back({"removed SysV shm segment " + l.substr(12) + " ("});
+    } else if (l.starts_with("SysV msg id ")) {
+      expected.push_back({"removed SysV message queue id " + l.substr(12) + " ("});
+    } else if (path.parent_path() == rt.dir() && path.filename() != "lock") {
+      expected.push_back({"removed " + l, "removed FIFO " + l});
+    } else if (path == rt.dir()) {
+      expected.push_back({"removed " + l});
+    }
+  }
   std::vector<std::string> argv = {binary("chatd").string(), "--cleanup"};
   for (auto& a : rt.args()) argv.push_back(a);
   Process cleanup(argv);
   BOOST_TEST(cleanup.exit_code(std::chrono::seconds(10)) == 0);
-  BOOST_TEST(cleanup.out().find("removed") != std::string::npos);
+  auto lines = cleanup.out_lines();
+  BOOST_REQUIRE(!lines.empty());
+  BOOST_TEST(lines.back() == "removed " + rt.dir().string());
+  // Each object is named by exactly one line, and no line names anything else.
+  for (const auto& names : expected) {
+    const auto it = std::find_if(lines.begin(), lines.end(), [&](const std::string& line) {
+      return std::any_of(names.begin(), names.end(), [&](const std::string& n) {
+        return n.ends_with(" (") ? line.starts_with(n) : line == n;
+      });
+    });
+    BOOST_CHECK_MESSAGE(it != lines.end(), "--cleanup did not name " << names.front() << ":\n"
+                                                                     << cleanup.out());
+    if (it != lines.end()) lines.erase(it);
+  }
+  BOOST_CHECK_MESSAGE(lines.empty(), "--cleanup named what was not there: "
+                                         << (lines.empty() ? "" : lines.front()));
   check_no_leftovers(rt, {chatd->pid(), alice->pid()});
 }
 

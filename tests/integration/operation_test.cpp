@@ -1,9 +1,13 @@
 // Running chatd: its log lines at each level, `chatd --status`, and its help.
 #define BOOST_TEST_MODULE operation
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
+#include <cstring>
+#include <fstream>
+#include <thread>
 
 #include "tests/support/chat_process.hpp"
 #include "tests/support/main_fixture.hpp"
@@ -44,9 +48,122 @@ const json* client_named(const json& status, const std::string& nick) {
   return nullptr;
 }
 
+// Starts chatd through `/bin/sh -c 'umask MASK && exec chatd ARGS...'` and waits until it
+// answers `chatd --status` (exec keeps the pid: the server is the returned process).
+std::unique_ptr<Process> start_chatd_with(const TempRuntime& rt, const std::string& umask,
+                                          std::vector<std::string> args) {
+  std::vector<std::string> argv = {"/bin/sh", "-c", "umask " + umask + " && exec \"$0\" \"$@\"",
+                                   binary("chatd").string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  for (auto& a : rt.args()) argv.push_back(a);
+  auto p = std::make_unique<Process>(argv);
+  const auto end = std::chrono::steady_clock::now() + 20s;
+  while (std::chrono::steady_clock::now() < end && p->running()) {
+    if (std::filesystem::exists(rt.dir() / "status.sock") &&
+        std::filesystem::exists(rt.dir() / "door.sock")) {
+      auto st = chatd_command(rt, {"--status", "--json"});
+      if (st->exit_code(0s) == 0) return p;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  BOOST_FAIL("chatd did not start: " << p->err());
+  return p;
+}
+
+// The permission bits of `p` (not following a symlink).
+unsigned mode_of(const std::filesystem::path& p) {
+  struct stat st {};
+  BOOST_REQUIRE_MESSAGE(::lstat(p.c_str(), &st) == 0, p << ": " << std::strerror(errno));
+  return st.st_mode & 07777;
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(operation)
+
+// The sockets anyone could knock on are the account's alone whatever umask chatd inherits.
+BOOST_DATA_TEST_CASE(sockets_are_0600_even_with_umask_000, bdata::make(all_backends()), transport) {
+  TempRuntime rt;
+  auto chatd = start_chatd_with(rt, "000", {"--transport=" + transport});
+  for (const char* name : {"status.sock", "door.sock"}) {
+    const auto p = rt.dir() / name;
+    struct stat st {};
+    BOOST_REQUIRE_MESSAGE(::lstat(p.c_str(), &st) == 0, p << ": " << std::strerror(errno));
+    BOOST_TEST(S_ISSOCK(st.st_mode), name);
+    BOOST_TEST(mode_of(p) == 0600u, name << std::oct << ": mode " << mode_of(p));
+    BOOST_TEST(st.st_uid == ::geteuid(), name);
+  }
+  stop_and_check_clean(*chatd, rt, {});
+}
+
+// SIGINT (Ctrl+C on a foreground chatd) is a clean shutdown like SIGTERM.
+BOOST_DATA_TEST_CASE(sigint_shuts_down_cleanly, bdata::make(all_backends()), transport) {
+  TempRuntime rt;
+  auto chatd = start_chatd(rt, transport);
+  auto alice = start_chat(rt, "alice");
+  chatd->kill(SIGINT);
+  BOOST_TEST(chatd->exit_code(10s) == 0, chatd->err());
+  BOOST_TEST(alice->exit_code(10s) == 5, alice->err());
+  const auto gone = events(*alice, "disconnected");
+  BOOST_REQUIRE_EQUAL(gone.size(), 1u);
+  BOOST_TEST(gone[0]["reason"] == "shutdown");
+  check_no_leftovers(rt, {chatd->pid(), alice->pid()});
+}
+
+// What --config=FILE says is what the server runs with: its transport, history and
+// max-clients are those of the file (none of them is on the command line).
+BOOST_AUTO_TEST_CASE(config_file_is_applied) {
+  TempRuntime rt;
+  const auto conf = rt.base() / "chatd.conf";
+  {
+    std::ofstream out(conf);
+    out << "# a test's\ntransport = fifo\nhistory = 7\nmax-clients = 3\n"
+        << "client-queue-bytes = 300000\n";
+  }
+  auto chatd = start_chatd_with(rt, "077", {"--config=" + conf.string()});
+  const json s = status_of(rt);
+  BOOST_TEST(s.value("transport", "") == "fifo", s.dump());
+  BOOST_TEST(s.value("history", 0) == 7, s.dump());
+  BOOST_TEST(s.value("max_clients", 0) == 3, s.dump());
+  BOOST_TEST(s.value("client_queue_bytes", 0) == 300000, s.dump());
+  // And it acts on them: a fourth client is refused.
+  std::vector<std::unique_ptr<Process>> in;
+  std::vector<pid_t> pids;
+  for (const char* nick : {"a", "b", "c"}) {
+    in.push_back(start_chat(rt, nick));
+    pids.push_back(in.back()->pid());
+  }
+  auto d = start_chat(rt, "d", {}, false);
+  pids.push_back(d->pid());
+  BOOST_TEST(d->exit_code(20s) == 1, d->err());
+  BOOST_TEST(d->err().find("server_full") != std::string::npos, d->err());
+  for (auto& c : in) {
+    c->close_stdin();
+    BOOST_TEST(c->exit_code(10s) == 0, c->err());
+  }
+  std::filesystem::remove(conf);
+  stop_and_check_clean(*chatd, rt, pids);
+}
+
+// A client that insists on a transport the server does not use is a usage error (exit 2) and
+// never joins.
+BOOST_DATA_TEST_CASE(chat_with_another_transport_exits_2, bdata::make(all_backends()), transport) {
+  TempRuntime rt;
+  auto chatd = start_chatd(rt, transport);
+  auto alice = start_chat(rt, "alice");
+  const std::string other = transport == "uds" ? "fifo" : "uds";
+  auto c = start_chat(rt, "bob", {"--transport=" + other}, false);
+  BOOST_TEST(c->exit_code(20s) == 2, c->err());
+  BOOST_TEST(c->err().find("does not match") != std::string::npos, c->err());
+  BOOST_TEST(count_events(c->out(), "welcome") == 0u);
+  // Alice, who was there first, sees nobody come: her next message is the only event after.
+  alice->write("alone\n");
+  BOOST_REQUIRE(wait_events(*alice, "message", 1, 20s));
+  BOOST_TEST(events(*alice, "join").size() == 1u);  // her own
+  alice->close_stdin();
+  BOOST_TEST(alice->exit_code(10s) == 0);
+  stop_and_check_clean(*chatd, rt, {alice->pid(), c->pid()});
+}
 
 BOOST_DATA_TEST_CASE(default_log_level_is_one_line_per_client_event_and_none_per_message,
                      bdata::make(all_backends()), transport) {
@@ -129,7 +246,9 @@ BOOST_DATA_TEST_CASE(status_shows_clients_rooms_and_messages, bdata::make(all_ba
   BOOST_TEST(s.value("rooms", 0) == 2);
   BOOST_TEST(s.value("messages", 0) == 5);
   BOOST_TEST(s.value("history", 0) == 50);
-  BOOST_TEST(s.value("queued_bytes", -1) >= 0);
+  // Both clients have everything the server sent them: nothing waits anywhere.
+  BOOST_TEST(s.value("queued_bytes", -1) == 0, s.dump());
+  BOOST_TEST(s.value("transport_bytes", -1) == 0, s.dump());
   BOOST_REQUIRE_EQUAL(s["room_list"].size(), 2u);
   BOOST_TEST(s["room_list"][0].value("name", "") == "dev");
   BOOST_TEST(s["room_list"][0].value("members", 0) == 1);
@@ -140,9 +259,11 @@ BOOST_DATA_TEST_CASE(status_shows_clients_rooms_and_messages, bdata::make(all_ba
   BOOST_REQUIRE(a != nullptr);
   BOOST_TEST(a->value("pid", 0) == alice->pid());
   BOOST_TEST((*a)["rooms"] == json::parse(R"(["dev","lobby"])"));
-  BOOST_TEST(a->contains("queued_bytes"));
-  BOOST_TEST(a->contains("queued_frames"));
-  BOOST_TEST(client_named(s, "bob") != nullptr);
+  BOOST_TEST(a->value("queued_bytes", -1) == 0, s.dump());
+  BOOST_TEST(a->value("queued_frames", -1) == 0, s.dump());
+  BOOST_REQUIRE(client_named(s, "bob") != nullptr);
+  BOOST_TEST(client_named(s, "bob")->value("queued_bytes", -1) == 0, s.dump());
+  BOOST_TEST(client_named(s, "bob")->value("queued_frames", -1) == 0, s.dump());
 
   // The same for people.
   auto text = chatd_command(rt, {"--status"});
@@ -183,8 +304,9 @@ BOOST_DATA_TEST_CASE(status_shows_the_backlog_of_a_stopped_client, bdata::make(a
   BOOST_TEST(b->value("blocked", false));
   // The transport's own buffers toward bob are full: at least one maximal frame waits there.
   BOOST_TEST(b->value("transport_bytes", 0) >= 3900, held.dump());
-  BOOST_TEST(held.value("transport_bytes", 0) >= b->value("transport_bytes", 0));
-  BOOST_TEST(held.value("queued_bytes", 0) >= b->value("queued_bytes", 0));
+  // Alice has taken everything sent to her: the totals are bob's.
+  BOOST_TEST(held.value("transport_bytes", -1) == b->value("transport_bytes", 0), held.dump());
+  BOOST_TEST(held.value("queued_bytes", -1) == b->value("queued_bytes", 0), held.dump());
   BOOST_TEST(client_named(held, "alice")->value("queued_bytes", -1) == 0);
 
   bob->kill(SIGCONT);

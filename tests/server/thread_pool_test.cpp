@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "server/blocking_queue.hpp"
+#include "tests/support/support.hpp"
 
 namespace chat::server {
 namespace {
@@ -24,10 +25,13 @@ using namespace std::chrono_literals;
 // How long a test waits for something that should happen promptly before calling it a hang.
 constexpr auto kPatience = 10s;
 
-// Gives a thread that should now be blocked a fair chance to run past its block if it were
-// not; there is no portable way to observe "blocked in a condition variable wait".
-void let_it_run() {
-  std::this_thread::sleep_for(50ms);
+// Waits until every other thread of the test has gone as far as it can and sleeps in the
+// kernel (a condition variable wait, or a future's): the positive event after which "it has
+// not happened" means "it will not happen by itself". A thread that should block but does not
+// runs to its end instead, and what the test checks next shows it.
+void let_it_block() {
+  BOOST_REQUIRE_MESSAGE(chat::test::wait_others_sleeping(kPatience),
+                        "the other threads did not settle: one keeps running");
 }
 
 // Runs `f` on a detached thread. Unlike std::async's, the future does not wait for `f` when
@@ -63,7 +67,7 @@ BOOST_AUTO_TEST_CASE(put_blocks_while_full_until_a_take) {
   q->put(1);
   q->put(2);
   auto put = run_detached([q] { return q->put(3); });
-  let_it_run();
+  let_it_block();
   BOOST_TEST((put.wait_for(0s) == std::future_status::timeout));
   BOOST_TEST(q->size() == 2u);
   BOOST_TEST(*q->take() == 1);
@@ -77,7 +81,7 @@ BOOST_AUTO_TEST_CASE(put_blocks_while_full_until_a_take) {
 BOOST_AUTO_TEST_CASE(take_blocks_while_empty_until_a_put) {
   const Queue q = make_queue(2);
   auto taken = run_detached([q] { return q->take(); });
-  let_it_run();
+  let_it_block();
   BOOST_TEST((taken.wait_for(0s) == std::future_status::timeout));
   q->put(7);
   BOOST_TEST_REQUIRE((taken.wait_for(kPatience) == std::future_status::ready));
@@ -88,7 +92,7 @@ BOOST_AUTO_TEST_CASE(close_wakes_blocked_takers) {
   const Queue q = make_queue(2);
   std::vector<std::future<std::optional<int>>> takers;
   for (int i = 0; i < 3; ++i) takers.push_back(run_detached([q] { return q->take(); }));
-  let_it_run();
+  let_it_block();
   q->close();
   for (auto& t : takers) {
     BOOST_TEST_REQUIRE((t.wait_for(kPatience) == std::future_status::ready));
@@ -101,7 +105,7 @@ BOOST_AUTO_TEST_CASE(close_wakes_blocked_putters_and_keeps_what_was_queued) {
   q->put(1);
   std::vector<std::future<bool>> putters;
   for (int i = 0; i < 3; ++i) putters.push_back(run_detached([q, i] { return q->put(10 + i); }));
-  let_it_run();
+  let_it_block();
   q->close();
   for (auto& p : putters) {
     BOOST_TEST_REQUIRE((p.wait_for(kPatience) == std::future_status::ready));
@@ -241,7 +245,7 @@ BOOST_AUTO_TEST_CASE(submit_blocks_when_the_workers_queue_is_full) {
     pool.submit(0, [&] { ++ran; });
     submitted = true;
   });
-  let_it_run();
+  let_it_block();
   BOOST_TEST(!submitted.load());
   gate.set_value();
   t.join();
@@ -260,7 +264,7 @@ BOOST_AUTO_TEST_CASE(stop_runs_what_was_already_submitted) {
   for (int i = 0; i < 500; ++i) pool.submit(static_cast<std::uint64_t>(i), [&] { ++ran; });
   BOOST_TEST(pool.pending() >= 498u);
   std::thread stopper([&] { pool.stop(); });
-  let_it_run();
+  let_it_block();
   gate.set_value();
   stopper.join();
   BOOST_TEST(ran.load() == 500);
@@ -319,7 +323,7 @@ BOOST_AUTO_TEST_CASE(work_submitted_during_a_claim_runs_after_it) {
     record("inline start");
     std::thread other([&] { pool.submit(0, [&] { record("submitted"); }); });
     other.join();
-    let_it_run();  // the worker has the submitted task but must not run it yet
+    let_it_block();  // the worker has the submitted task but must not run it yet
     record("inline end");
   });
   BOOST_TEST(claimed);

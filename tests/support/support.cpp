@@ -253,6 +253,61 @@ pid_t dead_pid() {
   return child;
 }
 
+char thread_state(pid_t tid) {
+  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return 0;
+  // "TID (COMM) STATE ...": COMM may hold anything, ')' included; the last ')' ends it.
+  const auto close = stat.rfind(')');
+  if (close == std::string::npos || close + 2 >= stat.size()) return 0;
+  return stat[close + 2];
+}
+
+namespace {
+
+// Waits until `all_asleep()` holds on 5 looks in a row, 2 ms apart; false at `timeout`.
+bool wait_asleep(const std::function<std::optional<bool>()>& all_asleep,
+                 std::chrono::milliseconds timeout) {
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  int in_a_row = 0;
+  while (std::chrono::steady_clock::now() < end) {
+    const auto asleep = all_asleep();
+    if (!asleep) return false;  // gone
+    in_a_row = *asleep ? in_a_row + 1 : 0;
+    if (in_a_row >= 5) return true;
+    std::this_thread::sleep_for(2ms);
+  }
+  return false;
+}
+
+}  // namespace
+
+bool wait_thread_sleeping(pid_t tid, std::chrono::milliseconds timeout) {
+  return wait_asleep(
+      [tid]() -> std::optional<bool> {
+        const char state = thread_state(tid);
+        if (state == 0 || state == 'Z' || state == 'X') return std::nullopt;
+        return state == 'S';
+      },
+      timeout);
+}
+
+bool wait_others_sleeping(std::chrono::milliseconds timeout) {
+  const pid_t self = ::gettid();
+  return wait_asleep(
+      [self]() -> std::optional<bool> {
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator("/proc/self/task", ec)) {
+          const pid_t tid = static_cast<pid_t>(std::stol(e.path().filename().string()));
+          if (tid == self) continue;
+          const char state = thread_state(tid);
+          if (state != 0 && state != 'S' && state != 'Z' && state != 'X') return false;
+        }
+        return true;
+      },
+      timeout);
+}
+
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> lines;
   std::istringstream in(text);

@@ -102,6 +102,18 @@ void check_no_leftovers(const TempRuntime& rt, const std::vector<pid_t>& pids);
 // A pid that certainly names no process right now: a child of ours, already reaped.
 pid_t dead_pid();
 
+// The kernel's scheduling state of thread `tid` of this process ('R', 'S', 'D'...), 0 if gone.
+char thread_state(pid_t tid);
+
+// Waits until thread `tid` of this process is asleep in the kernel (state S: blocked on a futex,
+// in poll(), msgrcv(), sigtimedwait()...) on several looks in a row: the positive event that it
+// got as far as its wait. False if it has not by `timeout`, or is gone (it did not block).
+bool wait_thread_sleeping(pid_t tid, std::chrono::milliseconds timeout);
+
+// The same for every thread of this process but the calling one: all of them have done what
+// they could and wait. False on timeout.
+bool wait_others_sleeping(std::chrono::milliseconds timeout);
+
 // The lines of `text`.
 std::vector<std::string> lines_of(const std::string& text);
 

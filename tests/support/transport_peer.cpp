@@ -5,6 +5,8 @@
 //       MODE idle:  connect, print "connected", wait until the connection closes
 //       MODE send:  connect, send N frames "frame-<i>", print "sent", wait until closed
 //       MODE echo:  connect, print "connected", send every frame back until closed
+//       MODE close: connect, send N frames, print "sent", close the connection, print
+//                   "closed", and live on until stdin ends (then exit 0)
 //     On close prints "closed server_alive=<0|1>".
 //   transport_peer server BACKEND BASE INSTANCE
 //       acquire the instance dir, listen, publish instance.json, print "ready", echo every
@@ -52,10 +54,20 @@ int client(const Backend& backend, const std::string& base, const std::string& i
     std::cerr << e.what() << "\n";
     return e.kind() == ConnectError::Kind::kNoServer ? 3 : 1;
   }
-  if (mode == "send") {
+  if (mode == "send" || mode == "close") {
     for (int i = 0; i < n; ++i) c->send(test::frame_of("frame-" + std::to_string(i)), kNoDeadline);
     say("sent");
-  } else {
+  }
+  if (mode == "close") {
+    // Closes the connection and lives on until stdin ends.
+    c.reset();
+    say("closed");
+    std::string line;
+    while (std::getline(std::cin, line)) {
+    }
+    return 0;
+  }
+  if (mode != "send") {
     say("connected");
   }
   Frame f;

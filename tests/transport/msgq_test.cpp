@@ -18,6 +18,7 @@
 #include <boost/test/unit_test.hpp>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -199,7 +200,8 @@ BOOST_AUTO_TEST_CASE(a_full_client_queue_is_full_for_that_client_only) {
     const Frame f = patterned(n, 4000);
     SendResult r = server.ep().send(a_id, f);
     if (r == SendResult::kFull) {
-      std::this_thread::sleep_for(50ms);
+      // Once every thread (A's included) has done what it could, a kFull is for good.
+      BOOST_REQUIRE(wait_others_sleeping(10000ms));
       r = server.ep().send(a_id, f);
       if (r == SendResult::kFull) break;
     }
@@ -588,7 +590,7 @@ BOOST_AUTO_TEST_CASE(the_record_names_exactly_the_live_queues) {
     msqid_ds ds{};
     BOOST_REQUIRE(stat_queue(a.id(), ds));
     ds.msg_qbytes = 1000;
-    std::this_thread::sleep_for(1100ms);
+    while (std::time(nullptr) <= ds.msg_ctime) std::this_thread::sleep_for(10ms);  // ctime: s
     BOOST_REQUIRE(::msgctl(a.id(), IPC_SET, &ds) == 0);
     const auto removed = mq::remove_recorded_queues(path);
     BOOST_TEST(removed.size() == 3u);
@@ -606,15 +608,29 @@ BOOST_AUTO_TEST_CASE(an_idle_server_sleeps) {
   MsgqServer server(32);
   std::vector<std::pair<std::unique_ptr<ClientConnection>, ClientId>> clients;
   for (int i = 0; i < 20; ++i) clients.push_back(server.connect_and_wait());
+  // Waits for the poll() loop to end `n` more polls (at least `n` ever comes: the loop's own
+  // 1-s deadline ends one); returns how long that took.
+  const auto polls_after = [&](std::uint64_t n) {
+    const auto from = server.polls();
+    const auto start = std::chrono::steady_clock::now();
+    const auto end = start + 30s;
+    while (server.polls() < from + n && std::chrono::steady_clock::now() < end) {
+      std::this_thread::sleep_for(5ms);
+    }
+    BOOST_REQUIRE_MESSAGE(server.polls() >= from + n, "the poll() loop stopped");
+    return std::chrono::steady_clock::now() - start;
+  };
   const auto idle = [&](const char* when) {
-    std::this_thread::sleep_for(100ms);
-    const auto polls = server.polls();
+    polls_after(1);  // whatever was going on has ended with a poll
     const auto cpu = cpu_time();
-    std::this_thread::sleep_for(1500ms);
+    // Two more polls of an idle server are its 1-s deadlines: at least a second apart, and
+    // it spends next to no CPU meanwhile.
+    const auto took = polls_after(2);
     const auto used = cpu_time() - cpu;
-    BOOST_TEST_MESSAGE(when << ": " << server.polls() - polls << " polls, " << used.count()
-                            << " us CPU in 1.5 s");
-    BOOST_TEST(server.polls() - polls <= 3u, when);  // only the 1-s deadlines of the loop
+    BOOST_TEST_MESSAGE(when << ": 2 polls in "
+                            << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                            << " ms, " << used.count() << " us CPU");
+    BOOST_TEST((took >= 900ms), when);
     BOOST_TEST(used < std::chrono::milliseconds(50), when);
   };
   idle("20 idle clients");
@@ -653,12 +669,21 @@ BOOST_AUTO_TEST_CASE(a_reader_blocked_in_msgrcv_wakes_for_what_it_should_only) {
   BOOST_TEST((t >= 100ms && t < 1s));
   // wake() while blocked without a deadline, and wake() before receive().
   {
+    const pid_t reader = ::gettid();
+    std::atomic<std::int64_t> woken_at{0};
+    std::atomic<bool> blocked{false};
     std::jthread waker([&, &c = c] {
-      std::this_thread::sleep_for(50ms);
+      // Only once the reader sleeps in msgrcv: what ends its wait is this wake().
+      blocked = wait_thread_sleeping(reader, 10000ms);
+      woken_at = std::chrono::steady_clock::now().time_since_epoch().count();
       c->wake();
     });
     t = took([&, &c = c] { BOOST_TEST((c->receive(f, kNoDeadline) == ReceiveResult::kTimeout)); });
-    BOOST_TEST((t >= 50ms && t < 1s));
+    const auto returned_at = std::chrono::steady_clock::now().time_since_epoch().count();
+    waker.join();
+    BOOST_TEST(blocked.load());
+    BOOST_TEST(returned_at >= woken_at.load());  // not before the wake()
+    BOOST_TEST((t < 20s));
   }
   // Many wake()s leave one wake-up in the queue at most: frames still fit.
   const auto queues = server.ep().objects().at("queues");
@@ -683,10 +708,14 @@ BOOST_AUTO_TEST_CASE(a_reader_blocked_in_msgrcv_wakes_for_what_it_should_only) {
   });
   BOOST_TEST((t >= 200ms && t < 1s));
   // The server's own deadline ends its poll() when nothing happens: about one per second.
+  // Two polls ended by it are at least a second apart.
   const auto polls = server.polls();
-  std::this_thread::sleep_for(2500ms);
-  BOOST_TEST(server.polls() - polls >= 1u);
-  BOOST_TEST(server.polls() - polls <= 4u);
+  const auto idle_from = std::chrono::steady_clock::now();
+  while (server.polls() < polls + 2 && std::chrono::steady_clock::now() < idle_from + 30s) {
+    std::this_thread::sleep_for(5ms);
+  }
+  BOOST_REQUIRE(server.polls() >= polls + 2);
+  BOOST_TEST((std::chrono::steady_clock::now() - idle_from >= 900ms));
   BOOST_TEST(server.round_trip(*c, id, "still fine"));
   server.ep().close(id);
 }
@@ -699,7 +728,9 @@ BOOST_AUTO_TEST_CASE(a_stolen_wake_up_does_not_put_the_reader_to_sleep_for_good)
   const int down = server.ep().objects().at("queues")[1].at("id").get<int>();
   std::atomic<bool> stop{false}, done{false};
   std::atomic<int> stolen{0};
+  std::atomic<pid_t> thief_tid{0};
   std::thread thief([&] {
+    thief_tid = ::gettid();
     struct {
       long mtype;
       std::byte text[64];
@@ -709,7 +740,9 @@ BOOST_AUTO_TEST_CASE(a_stolen_wake_up_does_not_put_the_reader_to_sleep_for_good)
     }
     done = true;
   });
-  std::this_thread::sleep_for(100ms);  // the thief waits first: the kernel serves it first
+  // The thief waits first (asleep in msgrcv): the kernel serves it first.
+  while (thief_tid.load() == 0) std::this_thread::yield();
+  BOOST_REQUIRE(wait_thread_sleeping(thief_tid.load(), 10000ms));
   Frame f;
   const auto start = std::chrono::steady_clock::now();
   BOOST_TEST((c->receive(f, deadline_after(100ms)) == ReceiveResult::kTimeout));

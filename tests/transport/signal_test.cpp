@@ -210,8 +210,8 @@ BOOST_DATA_TEST_CASE(doorbell_gets_through_when_the_rt_queue_is_full, bdata::mak
         constexpr int kFrames = 30;
         auto slowest = Clock::duration::zero();
         for (int i = 0; i < kFrames; ++i) {
-          // Long enough for both sides to stop spinning and sleep in sigtimedwait.
-          std::this_thread::sleep_for(20ms);
+          // Both sides stop spinning and sleep in sigtimedwait: only a doorbell wakes them.
+          if (!wait_others_sleeping(10000ms)) return "the echo server never went to sleep";
           const std::string text = "frame-" + std::to_string(i);
           const auto start = Clock::now();
           if (client->send(frame_of(text), deadline_after(5s)) != SendResult::kSent) {
@@ -447,7 +447,8 @@ BOOST_AUTO_TEST_CASE(attach_refuses_segments_that_are_not_private_and_ours) {
 // action for a real-time signal is to die).
 BOOST_AUTO_TEST_CASE(a_scribbled_sleeper_tid_never_signals_another_process) {
   TempRuntime rt;
-  Process bystander({"/bin/sleep", "30"});  // real-time signals unblocked: one would kill it
+  // Real-time signals unblocked: one would kill it before it answers.
+  Process bystander({"/bin/sh", "-c", "read line && echo alive"});
   shm::WakeArea area{};
   auto waker = sig::make_waker();
   waker->init(area);
@@ -457,11 +458,12 @@ BOOST_AUTO_TEST_CASE(a_scribbled_sleeper_tid_never_signals_another_process) {
   waker->wake(area, ::getpid());
   area.sleeper_tid.store(0);
   waker->wake(area, ::getpid());
-  std::this_thread::sleep_for(50ms);
-  BOOST_TEST(bystander.running());
+  // A signal queued to it above is delivered before its read() returns to it: that it reads
+  // the line and answers proves none was.
+  bystander.write("are you there\n");
+  BOOST_TEST(bystander.wait_out_contains("alive", 20s), bystander.err());
+  BOOST_TEST(bystander.exit_code(20s) == 0);
   drain_doorbells();
-  bystander.kill(SIGKILL);
-  bystander.wait(5s);
   check_no_leftovers(rt, {::getpid()});
 }
 
@@ -473,8 +475,10 @@ BOOST_AUTO_TEST_CASE(doorbell_wakes_the_attached_thread) {
   auto waker = sig::make_waker();
   waker->init(area);
   std::atomic<bool> attached{false};
+  std::atomic<pid_t> sleeper_tid{0};
   Clock::duration slept{};
   std::thread sleeper([&] {
+    sleeper_tid = ::gettid();
     waker->attach_sleeper(area);
     area.sleeping.store(1);
     attached = true;
@@ -483,7 +487,8 @@ BOOST_AUTO_TEST_CASE(doorbell_wakes_the_attached_thread) {
     slept = Clock::now() - start;
   });
   while (!attached) std::this_thread::sleep_for(1ms);
-  std::this_thread::sleep_for(50ms);
+  // Asleep in its wait (not still on its way to it): only the doorbell can end it early.
+  BOOST_REQUIRE(wait_thread_sleeping(sleeper_tid.load(), 10000ms));
   shm::notify(*waker, area, ::getpid());
   sleeper.join();
   BOOST_TEST((slept < 5s));
